@@ -1,0 +1,30 @@
+"""Shared test fixtures: real sample data, offline settings, tiny budgets."""
+
+import os
+from pathlib import Path
+
+# Hub access must never be needed: tests run offline, as CI does.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SAMPLE_DIR = SHARED / "data" / "lumen-sample"
+PRIOR_CSV = SHARED / "data" / "lumen-coords.csv"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The real LUMEN sample: 100 locations x 4 views (read-only: copy before breaking it)."""
+    if not (SAMPLE_DIR / "data.csv").exists():
+        pytest.fail(f"the real sample data is missing at {SAMPLE_DIR}")
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def prior_csv() -> Path:
+    """4,732 real Street View coordinates used as the cell prior."""
+    return PRIOR_CSV
