@@ -1,0 +1,1 @@
+"""geodemo: where in Croatia was this street-level photo taken?"""
