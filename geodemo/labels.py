@@ -1,0 +1,165 @@
+"""LabelStore: append labelled locations to a LUMEN-layout folder, safely under concurrency and crashes.
+
+Write order: images first (each via a temporary file + os.replace), then the whole data.csv rewritten to a
+temporary file, fsync'd and os.replace'd, under a file lock. A crash therefore leaves at worst an image
+folder without a row (ignored by readers), never a partial or lost row.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import tempfile
+import uuid as uuidlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock
+
+from geodemo import geo
+from geodemo.data import VIEW_HEADINGS, is_safe_id, read_locations
+from geodemo.images import ImageError, encode_jpeg, load_rgb
+
+COLUMNS = ("uuid", "latitude", "longitude", "heading", "county")
+LOCK_TIMEOUT_S = 60
+
+
+class LabelError(ValueError):
+    """A label that was refused; nothing was written."""
+
+
+@dataclass
+class LabelResult:
+    """A stored label: its new `uuid`, the number of labels now in the store, and the store folder."""
+
+    uuid: str
+    count: int
+    root: str
+
+
+def _number(value, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise LabelError(f"The {what} {value!r} is not a number; enter decimal degrees such as 45.8150.")
+    return number
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to `path` via a temporary file in the same folder, fsync and os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class LabelStore:
+    """A growing dataset in the LUMEN layout: root/data.csv + root/images/<uuid>/<heading>.jpg."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        (self.root / "images").mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.root / "data.csv"
+        self.lock = FileLock(str(self.root / ".lock"), timeout=LOCK_TIMEOUT_S)
+
+    # Rows are kept as text so that rewriting the CSV never changes existing values.
+    def _read_rows(self) -> tuple[list[str], list[dict]]:
+        if not self.csv_path.exists():
+            return list(COLUMNS), []
+        with open(self.csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            fields = list(reader.fieldnames or [])
+        return fields + [c for c in COLUMNS if c not in fields], rows
+
+    def _write_rows(self, fields: list[str], rows: list[dict]) -> None:
+        with tempfile.TemporaryFile("w+", newline="", encoding="utf-8") as buf:
+            writer = csv.DictWriter(buf, fieldnames=fields, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+            buf.seek(0)
+            _write_atomic(self.csv_path, buf.read().encode("utf-8"))
+
+    def add(self, views: dict, latitude, longitude, heading: float | None = None) -> LabelResult:
+        """Store one location.
+
+        Args:
+            views: {0|90|180|270: image source (as for `load_rgb`) or None}; at least one view.
+            latitude, longitude: WGS84 degrees; must lie in Croatia (5 km tolerance).
+            heading: optional camera heading of view 0, degrees clockwise from north.
+
+        Raises:
+            LabelError: no views, an unreadable image, a non-numeric or out-of-Croatia point;
+                nothing is written then.
+        """
+        lat, lon = _number(latitude, "latitude"), _number(longitude, "longitude")
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise LabelError(f"The point ({lat}, {lon}) is not a valid coordinate; "
+                             f"latitude must lie within -90..90 and longitude within -180..180.")
+        if not bool(geo.in_croatia(lat, lon)):
+            km = float(geo.distance_to_croatia_km(lat, lon))
+            raise LabelError(f"The point ({lat:.4f}, {lon:.4f}) is {km:.0f} km outside Croatia; "
+                             f"click inside the country.")
+        if heading is not None and heading != "":
+            heading = _number(heading, "heading") % 360
+        encoded = {}
+        for key, source in (views or {}).items():
+            if source is None:
+                continue
+            if str(key) not in {str(h) for h in VIEW_HEADINGS}:
+                raise LabelError(f"View key {key!r} is not a heading; use 0, 90, 180 or 270.")
+            try:
+                encoded[int(key)] = encode_jpeg(load_rgb(source, name=f"The {key}° view"))
+            except ImageError as exc:
+                raise LabelError(str(exc)) from None
+        if not encoded:
+            raise LabelError("No views were given; add at least one photo.")
+
+        county = int(geo.county_index(lat, lon))
+        new_id = str(uuidlib.uuid4())
+        folder = self.root / "images" / new_id
+        folder.mkdir(parents=True)
+        for key, data in encoded.items():
+            _write_atomic(folder / f"{key}.jpg", data)
+        row = {"uuid": new_id, "latitude": repr(lat), "longitude": repr(lon),
+               "heading": "" if heading is None or heading == "" else repr(heading),
+               "county": geo.COUNTY_CODES[county] if county >= 0 else ""}
+        with self.lock:  # re-read inside the lock so a concurrent writer's row is never lost
+            fields, rows = self._read_rows()
+            rows.append(row)
+            self._write_rows(fields, rows)
+        return LabelResult(uuid=new_id, count=len(rows), root=str(self.root))
+
+    def undo_last(self) -> str | None:
+        """Remove the last row and then its images; returns its uuid, or None if the store is empty."""
+        with self.lock:
+            fields, rows = self._read_rows()
+            if not rows:
+                return None
+            last = rows.pop()
+            self._write_rows(fields, rows)
+        if is_safe_id(last["uuid"]):  # never let a hand-edited id delete outside images/
+            shutil.rmtree(self.root / "images" / last["uuid"], ignore_errors=True)
+        return last["uuid"]
+
+    def count(self) -> int:
+        """Number of stored labels."""
+        return len(self._read_rows()[1])
+
+    def frame(self) -> pd.DataFrame:
+        """The labels as `read_locations` returns them (empty with the label columns if none yet)."""
+        if not self.csv_path.exists():
+            numeric = ("latitude", "longitude", "heading")
+            return pd.DataFrame({c: pd.Series(dtype=float if c in numeric else str) for c in COLUMNS})
+        return read_locations(self.root)
