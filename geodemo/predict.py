@@ -1,0 +1,415 @@
+"""Inference: Predictor (load once, predict one or many locations), Prediction, Grad-CAM.
+
+The hot path is decode (JPEG draft mode) -> crop/resize (cv2) -> normalise (numpy) -> ONE batched forward
+pass of every present view -> numpy post-processing. Nothing else, so latency stays near the backbone's.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from geodemo.data import VIEW_HEADINGS, read_locations, view_paths
+from geodemo.geo import COUNTY_CODES, XYStats, county_index, county_names, from_3765, to_3765
+from geodemo.images import load_rgb
+from geodemo.model import POINT_TASKS, GeoModel, ModelConfig
+
+TOP_CELLS = 10
+_DIRECTIONS = {"north": 0, "east": 90, "south": 180, "west": 270}
+# Mirroring a panorama swaps east and west: slot v holds view (V - v) % V.
+_MIRROR = [(len(VIEW_HEADINGS) - v) % len(VIEW_HEADINGS) for v in range(len(VIEW_HEADINGS))]
+
+
+@dataclass
+class Prediction:
+    """Where one location is, with everything the app shows. Degrees WGS84; probabilities sum to 1."""
+
+    latitude: float
+    longitude: float
+    county: str  # name_hr of the most probable county
+    county_code: str  # its ISO 3166-2 code
+    county_probabilities: dict[str, float]  # name_hr -> p, all 21, sorted descending
+    cell_probabilities: np.ndarray | None  # (C,) or None without a geocell head
+    top_cells: list[dict]  # [{latitude, longitude, probability}] top 10 centroids
+    argmax_cell: tuple[float, float] | None  # (lat, lon) centroid of the most probable cell
+    headings: dict[str, float]  # "0"/"90"/... (present views) -> predicted heading, degrees
+    model: str  # checkpoint name
+    elapsed_ms: float
+    timings_ms: dict = field(default_factory=dict)  # decode, resize, forward, post (ms)
+
+    def to_json(self) -> dict:
+        """The /predict API object: exactly the contract keys, plain JSON types."""
+        return {
+            "latitude": self.latitude,
+            "longitude": self.longitude,
+            "county": self.county,
+            "county_probabilities": self.county_probabilities,
+            "top_cells": self.top_cells,
+            "headings": self.headings,
+            "model": self.model,
+            "elapsed_ms": self.elapsed_ms,
+        }
+
+
+def _view_slots(views) -> dict[int, object]:
+    """dict {0|90|180|270|"north"...: source|None} or list of up to 4 (N, E, S, W) -> {view index: source}."""
+    if isinstance(views, dict):
+        slots = {}
+        for key, source in views.items():
+            heading = _DIRECTIONS.get(str(key).lower(), key)
+            try:
+                v = VIEW_HEADINGS.index(int(heading))
+            except (ValueError, TypeError):
+                raise ValueError(
+                    f"unknown view {key!r}; use headings {VIEW_HEADINGS} or north/east/south/west"
+                ) from None
+            if source is not None:
+                slots[v] = source
+    elif isinstance(views, (list, tuple)):
+        if len(views) > len(VIEW_HEADINGS):
+            raise ValueError(
+                f"got {len(views)} views; a location has at most {len(VIEW_HEADINGS)} (N, E, S, W)"
+            )
+        slots = {v: s for v, s in enumerate(views) if s is not None}
+    else:
+        raise ValueError(
+            "views must be a dict {0, 90, 180, 270: image} or a list of up to 4 images (N, E, S, W)"
+        )
+    if not slots:
+        raise ValueError("at least one view image is required (north, east, south or west)")
+    return slots
+
+
+def _square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Shortest side -> size (INTER_AREA), then a centre crop: exactly geodemo.data's eval transform."""
+    h, w = rgb.shape[:2]
+    if min(h, w) != size:
+        scale = size / min(h, w)  # rounded like albumentations; max() guards float error
+        out_h, out_w = max(size, round(h * scale)), max(size, round(w * scale))
+        rgb = cv2.resize(rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        h, w = out_h, out_w
+    top, left = (h - size) // 2, (w - size) // 2
+    return rgb[top : top + size, left : left + size]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def _jet(x: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) float RGB in [0, 1], a jet-like blue -> red ramp."""
+    return np.clip(1.5 - np.abs(4.0 * x[..., None] - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
+
+
+class Predictor:
+    """A loaded checkpoint ready to predict; get one with `Predictor.load(path)` (cached per process)."""
+
+    _cache: dict[tuple, Predictor] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, model: GeoModel, config: ModelConfig, name: str = "model", path: Path | None = None):
+        self.model, self.config, self.name, self.path = model.eval(), config, name, path
+        self.cells = None
+        if config.cells:
+            from geodemo.cells import CellSet
+
+            self.cells = CellSet.from_dict(config.cells)
+            self._cell_lat, self._cell_lon = self.cells.centroids(config.weighted_centroids)
+            self._cell_x, self._cell_y = to_3765(self._cell_lat, self._cell_lon)
+        # Column j of every county-probability vector is county config.counties[j].
+        self._codes = list(config.counties)
+        if self.cells is not None:  # each cell's column in that vector (-1: cell outside every county)
+            self._cell_county = np.array(
+                [
+                    self._codes.index(COUNTY_CODES[c]) if c >= 0 and COUNTY_CODES[c] in self._codes else -1
+                    for c in self.cells.county
+                ],
+                dtype=np.int64,
+            )
+        self.xy_stats = XYStats.from_dict(config.xy_stats) if config.xy_stats else None
+        names = dict(zip(COUNTY_CODES, county_names()))
+        self._names = [names.get(code, code) for code in self._codes]
+        # (x / 255 - mean) / std as one multiply-add on uint8 pixels: x * scale + shift.
+        mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
+        self._scale, self._shift = 1.0 / (255.0 * std), -mean / std
+
+    @classmethod
+    def load(cls, path=DEFAULT_CHECKPOINT) -> Predictor:
+        """Load a checkpoint once per process; a checkpoint rewritten in place is reloaded."""
+        path = Path(path).resolve()
+        weights = path / "model.safetensors"
+        key = (path, weights.stat().st_mtime_ns if weights.exists() else 0)
+        with cls._lock:
+            if key not in cls._cache:
+                model, config = load_checkpoint(path, expect_tasks=list(POINT_TASKS))
+                cls._cache = {k: v for k, v in cls._cache.items() if k[0] != path}  # drop stale versions
+                cls._cache[key] = cls(model, config, path.name, path)
+            return cls._cache[key]
+
+    # ------------------------------------------------------------ preprocessing
+
+    def _decode(self, items: list) -> tuple[list[dict[int, np.ndarray]], float, float]:
+        """Locations -> ([{view index: (S, S, 3) uint8 crop} per location], decode ms, resize ms)."""
+        size, decode_s, resize_s = self.config.image_size, 0.0, 0.0
+        crops = []
+        for views in items:
+            location = {}
+            for v, source in _view_slots(views).items():
+                t0 = time.perf_counter()
+                rgb = load_rgb(
+                    source,
+                    min_side=size,
+                    name=None if isinstance(source, (str, Path)) else f"the {VIEW_HEADINGS[v]} degree view",
+                )
+                t1 = time.perf_counter()
+                location[v] = _square_resize(rgb, size)
+                decode_s, resize_s = decode_s + t1 - t0, resize_s + time.perf_counter() - t1
+            crops.append(location)
+        return crops, 1000 * decode_s, 1000 * resize_s
+
+    def _tensors(
+        self, crops: list[dict[int, np.ndarray]], mirror: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crops -> images (P, 3, S, S) normalised float32 in row-major mask order, view_mask (B, V) bool."""
+        mask = torch.zeros(len(crops), len(VIEW_HEADINGS), dtype=torch.bool)
+        stack = []
+        for b, location in enumerate(crops):
+            if mirror:  # flip every view and swap east <-> west
+                location = {_MIRROR[v]: np.ascontiguousarray(rgb[:, ::-1]) for v, rgb in location.items()}
+            for v in sorted(location):
+                mask[b, v] = True
+                stack.append(location[v])
+        x = np.stack(stack).astype(np.float32)
+        x *= self._scale
+        x += self._shift
+        return torch.from_numpy(x).permute(0, 3, 1, 2), mask
+
+    # ------------------------------------------------------------ prediction
+
+    @torch.inference_mode()
+    def _forward(self, crops: list[dict[int, np.ndarray]]) -> dict[str, np.ndarray]:
+        """One batched forward of every present view (and of the mirrored panoramas with TTA)."""
+        images, mask = self._tensors(crops)
+        if self.config.tta_flip:
+            mirrored, mirror_mask = self._tensors(crops, mirror=True)
+            images, mask = torch.cat([images, mirrored]), torch.cat([mask, mirror_mask])
+        out = self.model.forward_features(self.model.embed_present(images, mask), mask)
+        out = {k: v.float().numpy() for k, v in out.items()}
+        for key in ("geocell", "region"):
+            if key in out:
+                out[key] = _softmax(out[key].astype(np.float64))
+        if self.config.tta_flip:
+            # Mirroring the photos does not mirror geography: average what the two panoramas say about the
+            # place (cell/county probabilities, coords); headings come from the original views only.
+            b = len(crops)
+            out = {k: (v[:b] if k.startswith("heading") else (v[:b] + v[b:]) / 2) for k, v in out.items()}
+        out["view_mask"] = mask[: len(crops)].numpy()
+        return out
+
+    def _points(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Outputs -> (lat, lon) (B,) degrees and county probabilities (B, K) in config.counties order."""
+        n_counties = len(self._codes)
+        if "geocell" in out:
+            p = out["geocell"]
+            if self.config.point_mode == "argmax":
+                best = p.argmax(1)
+                lat, lon = self._cell_lat[best], self._cell_lon[best]
+            else:  # probability-weighted mean of the centroids, in metres (EPSG:3765), not degrees
+                lat, lon = from_3765(p @ self._cell_x, p @ self._cell_y)
+        elif "coords" in out:
+            lat, lon = self.xy_stats.invert(out["coords"])
+        else:
+            x, y = self._county_xy()
+            lat, lon = from_3765(out["region"] @ x, out["region"] @ y)
+        lat, lon = np.atleast_1d(lat), np.atleast_1d(lon)
+        if "region" in out:
+            county_p = out["region"]
+        elif "geocell" in out:  # sum the cell probabilities by the county of each cell
+            known = self._cell_county >= 0
+            county_p = np.stack(
+                [
+                    np.bincount(self._cell_county[known], weights=row[known], minlength=n_counties)
+                    for row in out["geocell"]
+                ]
+            )
+            county_p /= county_p.sum(1, keepdims=True).clip(1e-12)
+        else:  # coords only: all the mass on the county of the point
+            ids = county_index(lat, lon, tolerance_km=np.inf)
+            county_p = np.eye(n_counties)[[self._codes.index(COUNTY_CODES[i]) for i in ids]]
+        return lat, lon, county_p
+
+    def _county_xy(self) -> tuple[np.ndarray, np.ndarray]:
+        """EPSG:3765 centroids (metres) of the counties in config.counties order (region-only models)."""
+        if not hasattr(self, "_county_centroids"):
+            from geodemo.geo import counties
+
+            centroids = counties().set_index("code").to_crs(3765).loc[self._codes].geometry.centroid
+            self._county_centroids = (centroids.x.to_numpy(), centroids.y.to_numpy())
+        return self._county_centroids
+
+    def _predictions(self, out: dict[str, np.ndarray], timings: dict, elapsed_ms: float) -> list[Prediction]:
+        lat, lon, county_p = self._points(out)
+        predictions = []
+        for b in range(len(lat)):
+            order = np.argsort(-county_p[b], kind="stable")
+            cell_p, top, argmax_cell = None, [], None
+            if "geocell" in out:
+                cell_p = out["geocell"][b]
+                best = np.argsort(-cell_p, kind="stable")[:TOP_CELLS]
+                top = [
+                    {
+                        "latitude": float(self._cell_lat[c]),
+                        "longitude": float(self._cell_lon[c]),
+                        "probability": float(cell_p[c]),
+                    }
+                    for c in best
+                ]
+                argmax_cell = (float(self._cell_lat[best[0]]), float(self._cell_lon[best[0]]))
+            headings = {}
+            if "heading" in out:
+                sin, cos = out["heading"][b, :, 0], out["heading"][b, :, 1]
+                degrees = np.degrees(np.arctan2(sin, cos)) % 360.0
+                headings = {
+                    str(VIEW_HEADINGS[v]): float(degrees[v]) for v in np.flatnonzero(out["view_mask"][b])
+                }
+            predictions.append(
+                Prediction(
+                    latitude=float(lat[b]),
+                    longitude=float(lon[b]),
+                    county=self._names[order[0]],
+                    county_code=self._codes[order[0]],
+                    county_probabilities={self._names[j]: float(county_p[b, j]) for j in order},
+                    cell_probabilities=cell_p,
+                    top_cells=top,
+                    argmax_cell=argmax_cell,
+                    headings=headings,
+                    model=self.name,
+                    elapsed_ms=elapsed_ms,
+                    timings_ms=dict(timings),
+                )
+            )
+        return predictions
+
+    def predict_batch(self, items: list, batch_size: int = 16) -> list[Prediction]:
+        """Predict many locations, one forward pass per `batch_size` locations.
+
+        Args:
+            items: each as `predict` takes (dict of headings -> image, or a list N, E, S, W).
+
+        Returns:
+            One Prediction per item; timings and elapsed_ms are the batch's divided by its size.
+        """
+        predictions = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            t0 = time.perf_counter()
+            crops, decode_ms, resize_ms = self._decode(chunk)
+            t1 = time.perf_counter()
+            out = self._forward(crops)
+            t2 = time.perf_counter()
+            n = len(chunk)
+            timings = {"decode": decode_ms / n, "resize": resize_ms / n, "forward": 1000 * (t2 - t1) / n}
+            batch = self._predictions(out, timings, 0.0)
+            t3 = time.perf_counter()
+            for p in batch:
+                p.timings_ms["post"] = 1000 * (t3 - t2) / n
+                p.elapsed_ms = 1000 * (t3 - t0) / n
+            predictions += batch
+        return predictions
+
+    def predict(self, views) -> Prediction:
+        """Predict one location.
+
+        Args:
+            views: dict {0|90|180|270 (or "north"...): path | bytes | PIL image | array | None} or a list of
+                up to 4 of those in order N, E, S, W. At least one view is required.
+        """
+        return self.predict_batch([views])[0]
+
+    def predict_dataset(
+        self, root, frame: pd.DataFrame | None = None, batch_size: int = 16, progress=None
+    ) -> pd.DataFrame:
+        """Predict every location of a LUMEN-layout dataset.
+
+        Args:
+            frame: rows of `read_locations(root)` to predict (default all); progress: called (done, total).
+
+        Returns:
+            DataFrame with uuid, latitude, longitude (predicted, degrees), county (predicted code), plus
+            argmax_latitude/argmax_longitude with a geocell head, heading_<h> (degrees) with a heading head.
+            Locations without any view file get NaN.
+        """
+        frame = read_locations(root) if frame is None else frame
+        uuids = frame["uuid"].astype(str).tolist()
+        rows = []
+        for start in range(0, len(uuids), batch_size):
+            chunk = uuids[start : start + batch_size]
+            items = {u: {VIEW_HEADINGS[v]: p for v, p in view_paths(root, u).items()} for u in chunk}
+            present = [u for u in chunk if items[u]]
+            predicted = dict(zip(present, self.predict_batch([items[u] for u in present], batch_size)))
+            for u in chunk:
+                rows.append(self._row(u, predicted.get(u)))
+            if progress is not None:
+                progress(min(start + batch_size, len(uuids)), len(uuids))
+        return pd.DataFrame(rows, columns=self._columns())
+
+    def _columns(self) -> list[str]:
+        columns = ["uuid", "latitude", "longitude", "county"]
+        if "geocell" in self.config.tasks:
+            columns += ["argmax_latitude", "argmax_longitude"]
+        if "heading" in self.config.tasks:
+            columns += [f"heading_{h}" for h in VIEW_HEADINGS]
+        return columns
+
+    def _row(self, uuid: str, p: Prediction | None) -> dict:
+        row = {c: math.nan for c in self._columns()}
+        row["uuid"] = uuid
+        if p is not None:
+            row.update(latitude=p.latitude, longitude=p.longitude, county=p.county_code)
+            if p.argmax_cell is not None:
+                row.update(argmax_latitude=p.argmax_cell[0], argmax_longitude=p.argmax_cell[1])
+            row.update({f"heading_{h}": d for h, d in p.headings.items()})
+        return row
+
+    # ------------------------------------------------------------ explanation
+
+    def gradcam(self, views, alpha: float = 0.45) -> dict[int, np.ndarray]:
+        """Grad-CAM on the backbone's last feature map, for the top predicted cell (else county, else coords).
+
+        No hooks: the backbone is run as forward_features -> forward_head, which is what its forward does,
+        so this stays safe while other threads predict with the same cached model.
+
+        Returns:
+            view index -> (S, S, 3) uint8 overlay of the model's input crop (S = image_size).
+        """
+        crops = self._decode([views])[0][0]
+        images, mask = self._tensors([crops])
+        backbone = self.model.backbone
+        with torch.inference_mode(False), torch.enable_grad():
+            fmap = backbone.forward_features(images)  # (P, D, h, w)
+            feats = backbone.forward_head(fmap, pre_logits=True)
+            per_view = feats.new_zeros(*mask.shape, feats.shape[-1])
+            per_view[mask] = feats
+            out = self.model.forward_features(per_view, mask)
+            key = next((k for k in ("geocell", "region") if k in out), None)
+            target = out[key][0].max() if key else out["coords"].norm()
+            (grad,) = torch.autograd.grad(target, fmap)
+        cam = torch.relu((grad.mean((2, 3), keepdim=True) * fmap).sum(1)).detach().numpy()  # (P, h, w)
+        overlays = {}
+        for i, v in enumerate(sorted(crops)):
+            rgb = crops[v]
+            heat = cv2.resize(cam[i], (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+            heat = heat / heat.max() if heat.max() > 0 else heat
+            blend = (1 - alpha) * rgb.astype(np.float32) + alpha * 255.0 * _jet(heat)
+            overlays[v] = blend.clip(0, 255).astype(np.uint8)
+        return overlays
