@@ -28,3 +28,10 @@ def test_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci_script = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert _readme_commands()[1].strip() in ci_script.splitlines()
+
+
+def test_public_api_names_all_resolve():
+    import geodemo
+
+    for name in geodemo.__all__:
+        assert getattr(geodemo, name) is not None, name
