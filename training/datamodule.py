@@ -1,0 +1,296 @@
+"""DataModules: GeoDataModule (LUMEN layout, all geo heads) and ImageFolderDataModule (classify).
+
+The GeoDataModule owns the splits (seeded, by location), the cells and their weighted centroids, the
+x/y normalisation statistics (all from TRAINING points only) and the frozen-backbone embedding cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from geodemo import geo
+from geodemo.backbones import get_backbone_spec
+from geodemo.cells import build_cells
+from geodemo.data import (
+    DatasetError,
+    LocationDataset,
+    build_transform,
+    images_dir,
+    location_split,
+    read_locations,
+)
+from geodemo.images import load_rgb
+from geodemo.model import ModelConfig
+from training import cache as emb
+from training.config import TrainConfig
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def data_fingerprint(root) -> str:
+    """sha256 over data.csv bytes and the sorted list of image files (relative path + size)."""
+    root = Path(root)
+    digest = hashlib.sha256((root / "data.csv").read_bytes())
+    folder = images_dir(root)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}:{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def resolve_image_size(cfg: TrainConfig) -> tuple[int, tuple, tuple]:
+    """(image size px, mean, std) for the configured backbone; ``cfg.image_size`` 0 = the backbone's own."""
+    spec = get_backbone_spec(cfg.backbone)
+    return cfg.image_size or spec.image_size, tuple(spec.mean), tuple(spec.std)
+
+
+class GeoDataModule(L.LightningDataModule):
+    """Splits, cells, statistics and loaders for the geo heads.
+
+    Args:
+        data_dir: LUMEN-layout dataset folder.
+        cfg: the training recipe.
+        prior_csv: optional CSV of latitude,longitude points added to the training points when building cells.
+        frame: optional pre-read ``read_locations`` frame (e.g. a subset).
+        train_uuids, val_uuids: explicit split (k-fold); default = ``location_split`` by ``cfg.seed``.
+        cache_dir: embedding cache folder (default ``$GEODEMO_CACHE_DIR`` or ~/.cache/geodemo/embeddings).
+    """
+
+    def __init__(
+        self,
+        data_dir,
+        cfg: TrainConfig,
+        prior_csv=None,
+        frame: pd.DataFrame | None = None,
+        train_uuids=None,
+        val_uuids=None,
+        cache_dir=None,
+    ):
+        super().__init__()
+        self.data_dir, self.cfg = Path(data_dir), cfg
+        self.frame = read_locations(self.data_dir) if frame is None else frame.reset_index(drop=True)
+        if train_uuids is None:
+            split = location_split(self.frame["uuid"], val_fraction=cfg.val_fraction, seed=cfg.seed)
+            train_uuids, val_uuids = split["train"], split["val"]
+        self.frames = {"train": self._rows(train_uuids), "val": self._rows(val_uuids)}
+        if len(self.frames["train"]) == 0:
+            raise DatasetError(f"{self.data_dir} has no training locations after the split; add locations.")
+        lat, lon = (self.frames["train"][c].to_numpy(np.float64) for c in ("latitude", "longitude"))
+        self.cells = None
+        if "geocell" in cfg.tasks:
+            prior_lat, prior_lon = geo.load_points_csv(prior_csv) if prior_csv else (None, None)
+            self.cells = build_cells(
+                cfg.cells, lat, lon, spacing_km=cfg.grid_spacing_km, prior_lat=prior_lat, prior_lon=prior_lon
+            )
+        self.xy_stats = geo.XYStats.fit(lat, lon)
+        self.image_size, self.mean, self.std = resolve_image_size(cfg)
+        self.use_cache = cfg.cache and cfg.frozen_throughout
+        self.cache = emb.EmbeddingCache(cache_dir)
+        self.embedder = None  # the GeoModel whose .embed fills the cache (set by fit.train before fitting)
+        self.cache_stats: dict = {}
+        self.progress = None  # optional callable(done, total) while embedding
+        self.datasets: dict[str, Dataset] = {}
+
+    def _rows(self, uuids) -> pd.DataFrame:
+        wanted = set(map(str, uuids or []))
+        return self.frame[self.frame["uuid"].isin(wanted)].reset_index(drop=True)
+
+    def model_config(self, **overrides) -> ModelConfig:
+        """The ModelConfig of a model trained on this data: recipe choices + label-space artefacts."""
+        c = self.cfg
+        return ModelConfig(
+            tasks=list(c.tasks),
+            backbone=c.backbone,
+            weights_source=c.weights,
+            image_size=self.image_size,
+            mean=self.mean,
+            std=self.std,
+            fusion=c.fusion,
+            hidden_dim=c.hidden_dim,
+            dropout=c.dropout,
+            cells=self.cells.to_dict() if self.cells is not None else None,
+            xy_stats=self.xy_stats.to_dict(),
+            point_mode=c.point_mode,
+            weighted_centroids=c.weighted_centroids,
+            training=c.to_dict(),
+            data_fingerprint=data_fingerprint(self.data_dir),
+            **overrides,
+        )
+
+    def _base(self, split: str) -> LocationDataset:
+        train = split == "train"
+        hflip = self.cfg.hflip and train and "heading" not in self.cfg.tasks
+        return LocationDataset(
+            self.data_dir,
+            self.frames[split],
+            self.image_size,
+            self.mean,
+            self.std,
+            train=train,
+            hflip=hflip,
+            cells=self.cells,
+            xy_stats=self.xy_stats,
+        )
+
+    def _keys(self, frame: pd.DataFrame) -> list[dict]:
+        wkey = emb.weights_hash(self.embedder.backbone)
+        return emb.location_keys(
+            self.data_dir, frame, self.cfg.backbone, wkey, self.image_size, self.mean, self.std
+        )
+
+    def prepare_data(self) -> None:
+        """Fill the embedding cache (local rank 0 only; other ranks wait, then read it in ``setup``)."""
+        if not self.use_cache:
+            return
+        frame = pd.concat([self.frames["train"], self.frames["val"]], ignore_index=True)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.cache_stats = emb.fill_cache(
+            self.embedder,
+            self.data_dir,
+            frame,
+            self._keys(frame),
+            self.cache,
+            self.image_size,
+            self.mean,
+            self.std,
+            self.cfg.batch_size,
+            device,
+            progress=self.progress,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val"):
+            base = self._base(split)
+            if self.use_cache:
+                feats, mask = emb.load_features(self._keys(self.frames[split]), self.cache)
+                base = emb.CachedLocationDataset(base, feats, mask, hflip=base.hflip)
+            self.datasets[split] = base
+
+    def _loader(self, split: str) -> DataLoader:
+        """One factory for every split; Lightning adds the DistributedSampler under DDP."""
+        # cached features are in memory: worker processes would only add start-up cost
+        workers = 0 if self.use_cache else self.cfg.num_workers
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.cfg.batch_size,
+            shuffle=split == "train",
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+
+# ----------------------------------------------------------------------------------------- classify
+class ImageFolderDataset(Dataset):
+    """``root/<class>/<image>`` via geodemo.images.load_rgb; items {"image": (3,H,W), "label": ()}."""
+
+    def __init__(self, files: list[Path], labels: list[int], image_size: int, transform):
+        self.files, self.labels, self.image_size, self.transform = files, labels, image_size, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        rgb = load_rgb(self.files[i], min_side=self.image_size)
+        return {"image": self.transform(image=rgb)["image"], "label": torch.tensor(self.labels[i])}
+
+
+def scan_image_folder(root) -> tuple[list[str], list[Path], list[int]]:
+    """(class names sorted, files, label ids) of an ImageFolder layout; DatasetError if it has no classes."""
+    root = Path(root)
+    classes = (
+        sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
+    files, labels = [], []
+    for k, name in enumerate(classes):
+        found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files += found
+        labels += [k] * len(found)
+    if len(classes) < 2 or not files:
+        raise DatasetError(
+            f"{root} is not an ImageFolder with at least two class folders of images; "
+            "lay it out as <root>/<class>/<image>.jpg."
+        )
+    return classes, files, labels
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Stratified seeded split of an ImageFolder, class-balanced sampling for training."""
+
+    def __init__(self, data_dir, cfg: TrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.class_names, files, labels = scan_image_folder(data_dir)
+        self.image_size, self.mean, self.std = resolve_image_size(cfg)
+        rng = np.random.default_rng(cfg.seed)
+        labels_np = np.array(labels)
+        val = np.zeros(len(files), bool)
+        for k in range(len(self.class_names)):  # stratified: each class keeps its share in val
+            idx = rng.permutation(np.flatnonzero(labels_np == k))
+            val[idx[: int(round(len(idx) * cfg.val_fraction))]] = True
+        self.split = {"train": np.flatnonzero(~val), "val": np.flatnonzero(val)}
+        self.files, self.labels = files, labels
+
+    def model_config(self, **overrides) -> ModelConfig:
+        c = self.cfg
+        return ModelConfig(
+            tasks=["classify"],
+            backbone=c.backbone,
+            weights_source=c.weights,
+            image_size=self.image_size,
+            mean=self.mean,
+            std=self.std,
+            dropout=c.dropout,
+            class_names=list(self.class_names),
+            cbam=c.cbam,
+            training=c.to_dict(),
+            **overrides,
+        )
+
+    def prepare_data(self) -> None:
+        pass
+
+    def setup(self, stage: str | None = None) -> None:
+        self.datasets = {}
+        for split, idx in self.split.items():
+            transform = build_transform(self.image_size, self.mean, self.std, train=split == "train")
+            self.datasets[split] = ImageFolderDataset(
+                [self.files[i] for i in idx], [self.labels[i] for i in idx], self.image_size, transform
+            )
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = None
+        if split == "train":  # class-balanced: each class drawn equally often
+            counts = np.bincount(dataset.labels, minlength=len(self.class_names)).astype(np.float64)
+            weights = 1.0 / counts[dataset.labels]
+            sampler = WeightedRandomSampler(
+                torch.as_tensor(weights), num_samples=len(dataset), replacement=True
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")

@@ -1,0 +1,176 @@
+"""evaluate(): run a checkpoint over a dataset via geodemo.predict.Predictor -> metrics + per-location table.
+
+Also the batch ``predict`` behind the CLI (competition CSV) and the classify equivalents.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from geodemo import geo
+from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, read_config
+from geodemo.data import VIEW_HEADINGS, LocationDataset, build_transform, read_locations
+from geodemo.images import load_rgb
+from geodemo.model import POINT_TASKS
+from geodemo.predict import Predictor
+from training import metrics
+from training.datamodule import IMAGE_SUFFIXES, scan_image_folder
+
+CONTRACT_KEYS = (
+    "count",
+    "mean_km",
+    "median_km",
+    "acc_1km",
+    "acc_25km",
+    "acc_50km",
+    "acc_100km",
+    "acc_200km",
+    "county_accuracy",
+)  # + heading_maae_deg with a heading head
+
+
+def _select(data_dir, uuids=None, limit: int | None = None) -> pd.DataFrame:
+    frame = read_locations(data_dir)
+    if uuids is not None:
+        frame = frame[frame["uuid"].isin(set(map(str, uuids)))]
+    return (frame.head(limit) if limit else frame).reset_index(drop=True)
+
+
+def _true_headings(frame: pd.DataFrame) -> np.ndarray:
+    """(N, V) true camera heading of each view, degrees (view heading + the optional `heading` column)."""
+    offset = (
+        np.nan_to_num(frame["heading"].to_numpy(np.float64)) if "heading" in frame else np.zeros(len(frame))
+    )
+    return (offset[:, None] + np.array(VIEW_HEADINGS)) % 360.0
+
+
+def summarise_table(table: pd.DataFrame) -> dict:
+    """Per-location table (see ``evaluate``) -> the contract metrics dict (fractions, km, degrees)."""
+    done = table[table["pred_lat"].notna()] if "pred_lat" in table else table.iloc[:0]
+    out = {"count": int(len(done) if len(done) else len(table))}
+    out.update(
+        metrics.haversine_summary(done["error_km"]) if len(done) else {k: None for k in CONTRACT_KEYS[1:-1]}
+    )
+    known = done[done["true_county"] != ""] if len(done) else done
+    out["county_accuracy"] = (
+        float((known["true_county"] == known["pred_county"]).mean()) if len(known) else None
+    )
+    err_cols = [c for c in table if c.startswith("heading_err_")]
+    if err_cols:
+        out["heading_maae_deg"] = metrics.maae_deg(table[err_cols].to_numpy().ravel(), 0.0)
+    return out
+
+
+def _heading_only(path, data_dir, frame: pd.DataFrame, batch_size: int, progress) -> pd.DataFrame:
+    """Heading-only checkpoints have no point: run the model over the views and keep per-view headings."""
+    model, config = load_checkpoint(path, expect_tasks=["heading"])
+    dataset = LocationDataset(data_dir, frame, config.image_size, config.mean, config.std, train=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    degrees = []
+    with torch.inference_mode():
+        for i, batch in enumerate(loader):
+            sin, cos = model(batch["views"], batch["view_mask"])["heading"].double().unbind(-1)
+            pred = torch.rad2deg(torch.atan2(sin, cos)) % 360.0
+            degrees.append(pred.masked_fill(~batch["view_mask"], float("nan")).numpy())
+            if progress:
+                progress(min((i + 1) * batch_size, len(dataset)), len(dataset))
+    pred = np.concatenate(degrees) if degrees else np.zeros((0, len(VIEW_HEADINGS)))
+    return pd.DataFrame(
+        {"uuid": frame["uuid"], **{f"heading_{h}": pred[:, v] for v, h in enumerate(VIEW_HEADINGS)}}
+    )
+
+
+def evaluate(
+    checkpoint=None, data_dir=None, limit: int | None = None, progress=None, uuids=None, batch_size: int = 16
+) -> tuple[dict, pd.DataFrame]:
+    """Evaluate a checkpoint on a LUMEN-layout dataset (or an ImageFolder for a classify checkpoint).
+
+    Args:
+        checkpoint: checkpoint directory; None = the bundled default.
+        data_dir: dataset folder. limit: first N locations only. uuids: only these locations.
+        progress: optional callable(done, total) in locations.
+
+    Returns:
+        (metrics, table). metrics has exactly ``count, mean_km, median_km, acc_{1,25,50,100,200}km,
+        county_accuracy`` (+ ``heading_maae_deg`` with a heading head); table has one row per location:
+        uuid, true_lat, true_lon, pred_lat, pred_lon, error_km, true_county, pred_county (ISO codes).
+    """
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    config = read_config(path)
+    if config.tasks == ["classify"]:
+        return evaluate_classifier(path, data_dir, limit=limit)
+    frame = _select(data_dir, uuids, limit)
+    lat, lon = frame["latitude"].to_numpy(np.float64), frame["longitude"].to_numpy(np.float64)
+    county = geo.county_index(lat, lon)
+    table = pd.DataFrame({"uuid": frame["uuid"], "true_lat": lat, "true_lon": lon})
+    if set(config.tasks) & set(POINT_TASKS):
+        pred = Predictor.load(path).predict_dataset(
+            data_dir, frame=frame, batch_size=batch_size, progress=progress
+        )
+        table["pred_lat"], table["pred_lon"] = pred["latitude"].to_numpy(), pred["longitude"].to_numpy()
+        table["error_km"] = geo.haversine_km(lat, lon, table["pred_lat"], table["pred_lon"])
+        table["true_county"] = [geo.COUNTY_CODES[c] if c >= 0 else "" for c in county]
+        table["pred_county"] = pred["county"].fillna("").to_numpy()
+    else:
+        pred = _heading_only(path, data_dir, frame, batch_size, progress)
+    if "heading" in config.tasks:
+        truth = _true_headings(frame)
+        for v, h in enumerate(VIEW_HEADINGS):
+            table[f"pred_heading_{h}"] = pred[f"heading_{h}"].to_numpy(np.float64)
+            table[f"heading_err_{h}"] = metrics.angular_error_deg(table[f"pred_heading_{h}"], truth[:, v])
+    return summarise_table(table), table
+
+
+def predict_locations(checkpoint=None, data_dir=None, batch_size: int = 16, progress=None) -> pd.DataFrame:
+    """Competition submission for every location: DataFrame uuid, latitude, longitude (degrees)."""
+    pred = Predictor.load(checkpoint or DEFAULT_CHECKPOINT).predict_dataset(
+        data_dir, batch_size=batch_size, progress=progress
+    )
+    return pred[["uuid", "latitude", "longitude"]]
+
+
+# ----------------------------------------------------------------------------------------- classify
+@torch.inference_mode()
+def _classify_files(checkpoint, files: list[Path], batch_size: int = 32) -> tuple[list[str], np.ndarray]:
+    """(class names, (N,) predicted class ids) for image files."""
+    model, config = load_checkpoint(checkpoint, expect_tasks=["classify"])
+    transform = build_transform(config.image_size, config.mean, config.std, train=False)
+    pred = []
+    for start in range(0, len(files), batch_size):
+        images = [
+            transform(image=load_rgb(f, min_side=config.image_size))["image"]
+            for f in files[start : start + batch_size]
+        ]
+        pred.append(model(torch.stack(images))["classify"].argmax(1).numpy())
+    return list(config.class_names), np.concatenate(pred) if pred else np.zeros(0, np.int64)
+
+
+def evaluate_classifier(checkpoint, data_dir, limit: int | None = None) -> tuple[dict, pd.DataFrame]:
+    """Classify checkpoint on an ImageFolder: ({count, accuracy, macro_f1}, table file,true,pred)."""
+    classes, files, labels = scan_image_folder(data_dir)
+    files, labels = files[:limit] if limit else files, labels[:limit] if limit else labels
+    names, pred = _classify_files(checkpoint, files)
+    index = {n: i for i, n in enumerate(names)}
+    true = np.array([index.get(classes[k], -1) for k in labels])
+    scores = metrics.accuracy_and_macro_f1(true, pred, len(names))
+    table = pd.DataFrame(
+        {
+            "file": [str(f) for f in files],
+            "true": [classes[k] for k in labels],
+            "pred": [names[k] for k in pred],
+        }
+    )
+    return {"count": len(files), "accuracy": scores["acc"], "macro_f1": scores["macro_f1"]}, table
+
+
+def predict_images(checkpoint, folder) -> pd.DataFrame:
+    """Classify every image under ``folder`` (recursively): DataFrame ``Id`` (file stem), ``Category``."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} holds no images (.jpg, .png, ...); point --data at a folder of images.")
+    names, pred = _classify_files(checkpoint, files)
+    return pd.DataFrame({"Id": [f.stem for f in files], "Category": [names[k] for k in pred]})
