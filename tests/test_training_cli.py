@@ -216,6 +216,19 @@ def test_validate_data_exit_codes(tiny, tmp_path):
     assert view.parent.name in r.stdout
 
 
+def test_validate_data_missing_view_is_a_warning_unless_strict(tiny, tmp_path, capsys):
+    from training.__main__ import main
+
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny, partial)
+    location = next((partial / "images").iterdir())
+    (location / "90.jpg").unlink()
+    assert main(["validate-data", str(partial), "--no-images"]) == 0  # 1-3 views are usable
+    assert main(["validate-data", str(partial), "--no-images", "--strict"]) == 1
+    out = capsys.readouterr().out
+    assert location.name in out and "90" in out
+
+
 def test_user_errors_are_one_line_without_traceback(tiny, tmp_path, capsys):
     from training.__main__ import main
 

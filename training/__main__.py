@@ -298,6 +298,8 @@ def _validate(args) -> int:
 
     report = validate_dataset(args.dir, tolerance_km=args.tolerance_km, check_images=not args.no_images)
     print(report.format())
+    if args.strict and report.warnings:
+        return 1
     return 0 if report.ok else 1
 
 
@@ -336,12 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, type=Path, help="CSV file to write")
     pr.add_argument("--batch-size", type=int, default=16, help="locations per forward pass")
     pr.add_argument("--progress-file", type=Path, help="JSON file kept up to date with progress")
-    v = sub.add_parser("validate-data", help="check a dataset; exit 1 if anything is wrong")
+    v = sub.add_parser("validate-data", help="check a dataset; exit 1 on any error (--strict: on warnings too)")
     v.add_argument("dir", type=Path, help="dataset folder holding data.csv and images/")
     v.add_argument(
         "--tolerance-km", type=float, default=5.0, help="how far outside Croatia a point may lie, km"
     )
     v.add_argument("--no-images", action="store_true", help="skip decoding every view (faster)")
+    v.add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail on warnings, e.g. locations with fewer than four views (allowed by default: "
+        "the model handles 1-4 views)",
+    )
     x = sub.add_parser("export", help="export a checkpoint's model to ONNX (views + view mask -> outputs)")
     x.add_argument("--checkpoint", type=Path, help=ckpt_help)
     x.add_argument("--format", default="onnx", choices=("onnx",), help="export format")
