@@ -1,0 +1,426 @@
+"""Background `python -m training ...` jobs: validated, queued, one at a time, persisted on disk.
+
+Layout: <root>/<job id>/job.json (the record), log.txt (stdout + stderr of the process) and
+progress.json (written by the CLI's --progress-file). Commands are argument lists built from
+validated parameters; nothing a user types ever becomes a shell string.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from geodemo.data import is_safe_id
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_TASKS = ("multi", "geocell", "coords", "region", "heading")
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+FINAL = ("done", "failed", "cancelled")
+# (low, high) inclusive bounds of the numeric training parameters
+INT_RANGES = {
+    "max_epochs": (1, 500),
+    "image_size": (0, 1024),
+    "batch_size": (1, 1024),
+    "unfreeze_epoch": (-1, 500),
+    "devices": (1, 64),
+    "limit_train_batches": (1, 100_000),
+    "limit_val_batches": (1, 100_000),
+    "limit": (1, 10_000_000),
+}
+LR_RANGE = (1e-7, 1.0)
+ACCELERATORS = ("auto", "cpu", "gpu")
+
+
+class JobError(ValueError):
+    """A job request that cannot be run; the message is one sentence for the user."""
+
+
+@dataclass
+class Job:
+    """One job record as stored in job.json (times are Unix seconds)."""
+
+    id: str
+    kind: str  # "train" | "evaluate"
+    title: str
+    args: list[str]  # argv after `python -m training`
+    out: str  # checkpoint dir (train) or eval JSON (evaluate)
+    status: str = "queued"
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    pid: int | None = None
+    returncode: int | None = None
+    message: str = ""
+    params: dict = field(default_factory=dict)  # what the UI shows/needs (dataset, checkpoint, ...)
+
+
+def _int(params: dict, key: str) -> int:
+    low, high = INT_RANGES[key]
+    try:
+        value = int(params[key])
+    except (TypeError, ValueError):
+        raise JobError(f"{key.replace('_', ' ')} must be a whole number between {low} and {high}.") from None
+    if not low <= value <= high or value != float(params[key]):
+        raise JobError(f"{key.replace('_', ' ')} must be a whole number between {low} and {high}.")
+    return value
+
+
+def _dataset(path, data_roots) -> Path:
+    """The dataset path if it is one of the configured data roots, else JobError."""
+    roots = {Path(r).resolve() for r in data_roots}
+    chosen = Path(str(path or "")).resolve()
+    if chosen not in roots:
+        raise JobError(f"Dataset {path!r} is not one of the configured data roots; pick one from the list.")
+    return chosen
+
+
+def _name(name: str) -> str:
+    if not is_safe_id(str(name or "")):
+        raise JobError("The name may use only letters, digits, '.', '_' and '-' (at most 128, no '..').")
+    return str(name)
+
+
+def train_args(params: dict, data_roots, checkpoints_dir, backbones=()) -> tuple[list[str], Path]:
+    """Validated `train` argv and its output checkpoint dir.
+
+    Args:
+        params: task, backbone, dataset, name, max_epochs, image_size, batch_size, lr, unfreeze_epoch,
+            accelerator, devices, optional limit_train_batches / limit_val_batches / prior.
+        data_roots: the allowed dataset directories.
+        checkpoints_dir: where trained checkpoints go (the output is <checkpoints_dir>/<name>).
+        backbones: allowed backbone names (empty = do not check).
+    """
+    task = params.get("task")
+    if task not in TRAIN_TASKS:
+        raise JobError(f"Task {task!r} is not one of {', '.join(TRAIN_TASKS)}.")
+    backbone = str(params.get("backbone") or "")
+    if backbones and backbone not in backbones:
+        raise JobError(f"Backbone {backbone!r} is not one of {', '.join(backbones)}.")
+    try:
+        lr = float(params["lr"])
+    except (KeyError, TypeError, ValueError):
+        lr = float("nan")
+    if not LR_RANGE[0] <= lr <= LR_RANGE[1]:
+        raise JobError(f"The learning rate must be a number between {LR_RANGE[0]:g} and {LR_RANGE[1]:g}.")
+    accelerator = params.get("accelerator", "auto")
+    if accelerator not in ACCELERATORS:
+        raise JobError(f"Accelerator {accelerator!r} is not one of {', '.join(ACCELERATORS)}.")
+    out = Path(checkpoints_dir).resolve() / _name(params.get("name"))
+    if out.exists():
+        raise JobError(f"A checkpoint named {out.name!r} already exists; choose another name.")
+    args = [
+        "train",
+        "--task",
+        task,
+        "--data",
+        str(_dataset(params.get("dataset"), data_roots)),
+        "--out",
+        str(out),
+        "--backbone",
+        backbone,
+        "--lr",
+        repr(lr),
+        "--accelerator",
+        accelerator,
+        "--no-progress-bar",
+    ]
+    for key in ("max_epochs", "image_size", "batch_size", "devices"):
+        args += [f"--{key.replace('_', '-')}", str(_int(params, key))]
+    if _int(params, "unfreeze_epoch") >= 0:  # -1: the backbone stays frozen (embedding cache)
+        args += ["--unfreeze-epoch", str(params["unfreeze_epoch"])]
+    if 0 < _int(params, "image_size") < 32:
+        raise JobError("image size must be 0 (the backbone's own) or at least 32 pixels.")
+    for key in ("limit_train_batches", "limit_val_batches"):
+        if params.get(key) not in (None, "", 0):
+            args += [f"--{key.replace('_', '-')}", str(_int(params, key))]
+    if params.get("prior"):
+        args += ["--prior", str(Path(params["prior"]).resolve())]
+    return args, out
+
+
+def evaluate_args(checkpoint, dataset, data_roots, checkpoints, out_json, limit=None) -> list[str]:
+    """Validated `evaluate` argv; `checkpoint` must be one of `checkpoints` (known checkpoint dirs)."""
+    known = {Path(c).resolve() for c in checkpoints}
+    chosen = Path(str(checkpoint or "")).resolve()
+    if chosen not in known:
+        raise JobError(
+            f"Checkpoint {checkpoint!r} is not one of the available checkpoints; pick one from the list."
+        )
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(chosen),
+        "--data",
+        str(_dataset(dataset, data_roots)),
+        "--out",
+        str(out_json),
+    ]
+    if limit not in (None, "", 0):
+        args += ["--limit", str(_int({"limit": limit}, "limit"))]
+    return args
+
+
+def _pid_alive(pid: int | None) -> bool:
+    """True if `pid` is a live `training` process (guards against pid reuse after a reboot)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"training" in cmdline
+
+
+class JobManager:
+    """Runs jobs one at a time from a FIFO queue on a worker thread; state lives in `root`.
+
+    Args:
+        root: jobs directory (created).
+        grace_s: seconds between SIGTERM and SIGKILL on cancel.
+        start: start the worker thread (tests may drive `run_next` themselves).
+        command: the program a job's args are appended to (tests substitute a fake CLI).
+    """
+
+    def __init__(self, root, grace_s: float = 5.0, start: bool = True, command: list[str] | None = None):
+        self.root = Path(root)
+        self.command = list(command or [sys.executable, "-m", "training"])
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.grace_s = grace_s
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._cancel: set[str] = set()
+        self._recover()
+        self._thread = None
+        if start:
+            self._thread = threading.Thread(target=self._worker, name="geodemo-jobs", daemon=True)
+            self._thread.start()
+
+    # --- records --------------------------------------------------------------------------------
+    def path(self, job_id: str) -> Path:
+        """Directory of one job (ids are checked so no path escapes root)."""
+        if not is_safe_id(str(job_id)):
+            raise JobError(f"Unknown job {job_id!r}.")
+        return self.root / job_id
+
+    def _save(self, job: Job) -> None:
+        d = self.path(job.id)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "job.json.tmp"
+        tmp.write_text(json.dumps(asdict(job), indent=1), encoding="utf-8")
+        os.replace(tmp, d / "job.json")
+
+    def get(self, job_id: str) -> Job:
+        """The stored record of a job (JobError if unknown)."""
+        try:
+            data = json.loads((self.path(job_id) / "job.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raise JobError(f"Unknown job {job_id!r}.") from None
+        return Job(**data)
+
+    def list(self) -> list[Job]:
+        """All jobs, oldest first."""
+        jobs = []
+        for d in self.root.iterdir():
+            if (d / "job.json").exists():
+                try:
+                    jobs.append(self.get(d.name))
+                except JobError:
+                    continue
+        return sorted(jobs, key=lambda j: (j.created, j.id))
+
+    def _update(self, job_id: str, **changes) -> Job:
+        with self._lock:
+            job = self.get(job_id)
+            for key, value in changes.items():
+                setattr(job, key, value)
+            self._save(job)
+            return job
+
+    def _recover(self) -> None:
+        """After an app restart: a `running` job whose process is gone failed (interrupted)."""
+        for job in self.list():
+            if job.status == "running" and not _pid_alive(job.pid):
+                self._update(
+                    job.id,
+                    status="failed",
+                    finished=time.time(),
+                    message="interrupted: the app stopped while the job was running",
+                )
+
+    # --- public actions -------------------------------------------------------------------------
+    @staticmethod
+    def new_id(kind: str) -> str:
+        """A fresh, sortable, path-safe job id."""
+        return f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(3)}"
+
+    def submit(
+        self,
+        kind: str,
+        args: list[str],
+        out,
+        title: str = "",
+        params: dict | None = None,
+        job_id: str | None = None,
+    ) -> Job:
+        """Queue `python -m training <args>`; `args` must come from train_args/evaluate_args.
+
+        `job_id` (from new_id) lets the caller put outputs into the job's own folder.
+        """
+        job_id = job_id or self.new_id(kind)
+        job = Job(
+            id=job_id,
+            kind=kind,
+            title=title or kind,
+            args=[str(a) for a in args],
+            out=str(out),
+            params=dict(params or {}),
+        )
+        with self._lock:
+            self._save(job)
+        self._wake.set()
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once, or stop a running one (SIGTERM, then SIGKILL after grace_s)."""
+        with self._lock:
+            job = self.get(job_id)
+            if job.status == "queued":
+                return self._update(job_id, status="cancelled", finished=time.time(), message="cancelled")
+            if job.status == "running":
+                self._cancel.add(job_id)
+                self._wake.set()
+            return job
+
+    def log_tail(self, job_id: str, lines: int = 40) -> str:
+        """The last `lines` lines of the job's log."""
+        try:
+            with open(self.path(job_id) / "log.txt", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 32_000))
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+        # progress bars rewrite one line with \r: show only the last state of each line
+        return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines()[-lines:])
+
+    def progress(self, job_id: str) -> dict:
+        """The job's progress.json ({} before the CLI has written it)."""
+        try:
+            return json.loads((self.path(job_id) / "progress.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> Job:
+        """Block until the job reaches a final status or `timeout` seconds pass (for tests, CLIs)."""
+        deadline = time.monotonic() + timeout
+        while (job := self.get(job_id)).status not in FINAL and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return job
+
+    def shutdown(self) -> None:
+        """Stop the worker thread (a running job keeps running; a restart adopts or fails it)."""
+        self._stop.set()
+        self._wake.set()
+
+    # --- the worker ------------------------------------------------------------------------------
+    def _next(self) -> Job | None:
+        with self._lock:
+            jobs = self.list()
+            if any(j.status == "running" for j in jobs):  # an adopted process from before a restart
+                return next(j for j in jobs if j.status == "running")
+            return next((j for j in jobs if j.status == "queued"), None)
+
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            if not self.run_next():
+                self._wake.wait(1.0)
+                self._wake.clear()
+
+    def run_next(self) -> bool:
+        """Run the oldest queued job to completion; False if there was none."""
+        job = self._next()
+        if job is None:
+            return False
+        if job.status == "running":
+            self._watch_foreign(job)
+            return True
+        d = self.path(job.id)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        command = [*self.command, *job.args, "--progress-file", str(d / "progress.json")]
+        with open(d / "log.txt", "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    command,
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                self._update(job.id, status="failed", finished=time.time(), message=f"could not start: {exc}")
+                return True
+            self._update(job.id, status="running", started=time.time(), pid=proc.pid)
+            while True:
+                try:
+                    returncode = proc.wait(timeout=0.3)
+                    break
+                except subprocess.TimeoutExpired:
+                    if job.id in self._cancel:
+                        self._terminate(proc.pid, proc.wait)
+        self._finish(job.id, returncode)
+        return True
+
+    def _terminate(self, pid: int, wait) -> None:
+        """SIGTERM the job's process group; SIGKILL it if still alive after grace_s."""
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            wait(timeout=self.grace_s)
+        except (ProcessLookupError, PermissionError):
+            return
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _watch_foreign(self, job: Job) -> None:
+        """Follow a job process left running by a previous app process (not our child)."""
+
+        def wait(timeout=None):
+            deadline = time.monotonic() + (timeout or 1e9)
+            while _pid_alive(job.pid):
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired("training", timeout)
+                time.sleep(0.3)
+
+        while _pid_alive(job.pid):
+            if job.id in self._cancel:
+                self._terminate(job.pid, wait)
+            time.sleep(0.3)
+        progress = self.progress(job.id)
+        self._finish(job.id, 0 if progress.get("done") and not progress.get("error") else None)
+
+    def _finish(self, job_id: str, returncode: int | None) -> None:
+        error = self.progress(job_id).get("error")
+        if job_id in self._cancel:
+            self._cancel.discard(job_id)
+            status, message = "cancelled", "cancelled by the user"
+        elif returncode == 0:
+            status, message = "done", ""
+        else:
+            last = self.log_tail(job_id, 1).strip()
+            status, message = "failed", str(error or last or f"exit code {returncode}")
+        self._update(
+            job_id, status=status, finished=time.time(), returncode=returncode, message=message[:500]
+        )

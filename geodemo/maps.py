@@ -1,0 +1,371 @@
+"""Plotly figures for the app: prediction map, error map and plots, training curves, click map.
+
+Every map is drawn offline: `map.style="white-bg"` and the bundled GeoJSON, no tile URLs and no
+text-mode map traces (MapLibre would fetch glyphs from the internet for those). An online tile style
+can be chosen with the env `GEODEMO_MAP_STYLE` (e.g. "open-street-map"); that is an option only.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from html import escape
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from geodemo import geo
+
+CENTER = {"lat": 44.45, "lon": 16.45}  # Croatia's bounding-box centre, degrees
+ZOOM = 5.95  # whole country in a ~540 px tall, ~650 px wide map
+SIMPLIFY_DEG = 0.006  # ~600 m: enough at country zoom, keeps figures small
+PRED_COLOUR, TRUTH_COLOUR, ARGMAX_COLOUR = "#d62728", "#2ca02c", "#6a3d9a"
+ERROR_BINS_KM = (0, 10, 25, 50, 100, 200, math.inf)
+ERROR_COLOURS = ("#1a9850", "#91cf60", "#d9ef8b", "#fee08b", "#fc8d59", "#d73027")
+
+
+def map_style() -> str:
+    """Map style name: "white-bg" (offline) unless `GEODEMO_MAP_STYLE` asks for a tile style."""
+    return os.environ.get("GEODEMO_MAP_STYLE", "white-bg")
+
+
+@functools.cache
+def _counties_geojson() -> dict:
+    """Simplified county polygons as a GeoJSON dict with `properties.code` / `name_hr`."""
+    gdf = geo.counties()[["code", "name_hr", "geometry"]].copy()
+    gdf["geometry"] = _rounded(gdf.geometry.simplify(SIMPLIFY_DEG, preserve_topology=True))
+    return json.loads(gdf.to_json(drop_id=True))
+
+
+def _rounded(geometry):
+    """Coordinates rounded to 1e-4 degrees (~10 m) so the figure JSON stays small."""
+    import shapely
+
+    return shapely.transform(geometry, lambda coords: coords.round(4))
+
+
+@functools.cache
+def _outline_rings() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Exterior rings of the simplified (s50) national outline as (lat, lon) arrays."""
+    import shapely
+
+    with open(geo.ASSETS_DIR / "geo" / "croatia_outline_osm_s50.geojson", encoding="utf-8") as f:
+        features = json.load(f)["features"]
+    rings = []
+    for feature in features:
+        shape = _rounded(shapely.geometry.shape(feature["geometry"]).simplify(SIMPLIFY_DEG / 2))
+        for poly in getattr(shape, "geoms", [shape]):
+            if poly.area > 1e-4:  # drop islets smaller than ~1 km2: invisible at country zoom
+                lon, lat = np.asarray(poly.exterior.coords).T
+                rings.append((lat, lon))
+    return tuple(rings)
+
+
+def _outline_trace() -> go.Scattermap:
+    """The national outline as one line trace (rings separated by None)."""
+    lats, lons = [], []
+    for lat, lon in _outline_rings():
+        lats += [*lat.tolist(), None]
+        lons += [*lon.tolist(), None]
+    return go.Scattermap(
+        lat=lats,
+        lon=lons,
+        mode="lines",
+        line={"width": 1.2, "color": "#444"},
+        hoverinfo="skip",
+        showlegend=False,
+        name="Croatia",
+    )
+
+
+def _layout(fig: go.Figure, height: int = 540) -> go.Figure:
+    fig.update_layout(
+        map={"style": map_style(), "center": CENTER, "zoom": ZOOM},
+        height=height,
+        margin={"l": 0, "r": 0, "t": 0, "b": 0},
+        legend={"x": 0.01, "y": 0.01, "bgcolor": "rgba(255,255,255,0.85)", "font": {"size": 11}},
+    )
+    return fig
+
+
+def _point(lat, lon, colour: str, name: str, size: int, text: str) -> list[go.Scattermap]:
+    """A marker with a white halo (Scattermap markers have no outline), as two traces."""
+    halo = go.Scattermap(
+        lat=[lat],
+        lon=[lon],
+        mode="markers",
+        marker={"size": size + 6, "color": "white"},
+        hoverinfo="skip",
+        showlegend=False,
+    )
+    dot = go.Scattermap(
+        lat=[lat],
+        lon=[lon],
+        mode="markers",
+        marker={"size": size, "color": colour},
+        name=name,
+        hovertemplate=f"{escape(text)}<extra></extra>",
+    )
+    return [halo, dot]
+
+
+def county_layer(probabilities: dict[str, float] | None = None) -> go.Choroplethmap:
+    """Counties shaded by probability (name_hr -> p); plain grey land when None."""
+    geojson = _counties_geojson()
+    codes = [f["properties"]["code"] for f in geojson["features"]]
+    names = [f["properties"]["name_hr"] for f in geojson["features"]]
+    probs = [float((probabilities or {}).get(n, 0.0)) for n in names]
+    return go.Choroplethmap(
+        geojson=geojson,
+        featureidkey="properties.code",
+        locations=codes,
+        z=probs,
+        text=names,
+        zmin=0,
+        zmax=max(max(probs), 0.2),  # near-uniform probabilities stay pale
+        colorscale="Blues",
+        showscale=False,
+        marker={"opacity": 0.55 if probabilities else 0.25, "line": {"width": 0.6, "color": "#888"}},
+        hovertemplate="%{text}: %{z:.1%}<extra></extra>" if probabilities else "%{text}<extra></extra>",
+        name="county probability",
+    )
+
+
+def _cell_trace(lat: np.ndarray, lon: np.ndarray, prob: np.ndarray, max_cells: int = 80) -> go.Scattermap:
+    """Cell centroids as markers sized and coloured by probability (the heatmap)."""
+    order = np.argsort(-prob)[:max_cells]
+    p = prob[order]
+    size = 6 + 30 * np.sqrt(p / max(float(p.max()), 1e-9))
+    return go.Scattermap(
+        lat=lat[order],
+        lon=lon[order],
+        mode="markers",
+        name="cell probability",
+        marker={
+            "size": size,
+            "color": p,
+            "colorscale": "YlOrRd",
+            "cmin": 0,
+            "opacity": 0.8,
+            "showscale": False,
+        },
+        customdata=p * 100,
+        hovertemplate="cell %{lat:.3f}, %{lon:.3f}: %{customdata:.1f}%<extra></extra>",
+    )
+
+
+def prediction_figure(prediction, cells=None, truth: tuple[float, float] | None = None) -> go.Figure:
+    """The prediction map.
+
+    Args:
+        prediction: a `geodemo.predict.Prediction`.
+        cells: the checkpoint's `CellSet` (for the full cell heatmap); top cells are used when None.
+        truth: optional true (lat, lon) degrees; adds the truth marker and the error line.
+
+    Returns:
+        Figure with counties shaded by probability, cell heatmap, argmax cell, predicted point and truth.
+    """
+    fig = go.Figure([county_layer(prediction.county_probabilities), _outline_trace()])
+    probs = getattr(prediction, "cell_probabilities", None)
+    if cells is not None and probs is not None:
+        lat, lon = cells.centroids(weighted=True)
+        fig.add_trace(_cell_trace(np.asarray(lat), np.asarray(lon), np.asarray(probs, dtype=float)))
+    elif prediction.top_cells:
+        top = pd.DataFrame(prediction.top_cells)
+        fig.add_trace(
+            _cell_trace(top.latitude.to_numpy(), top.longitude.to_numpy(), top.probability.to_numpy())
+        )
+    if getattr(prediction, "argmax_cell", None):
+        a_lat, a_lon = prediction.argmax_cell
+        fig.add_traces(_point(a_lat, a_lon, ARGMAX_COLOUR, "most likely cell", 11, "most likely cell"))
+    if truth is not None:
+        error = float(geo.haversine_km(truth[0], truth[1], prediction.latitude, prediction.longitude))
+        fig.add_trace(
+            go.Scattermap(
+                lat=[truth[0], prediction.latitude],
+                lon=[truth[1], prediction.longitude],
+                mode="lines",
+                line={"width": 2, "color": "#333"},
+                hoverinfo="skip",
+                name=f"error {error:.0f} km",
+            )
+        )
+        fig.add_traces(_point(truth[0], truth[1], TRUTH_COLOUR, "truth", 13, "truth"))
+    fig.add_traces(
+        _point(
+            prediction.latitude,
+            prediction.longitude,
+            PRED_COLOUR,
+            "prediction",
+            14,
+            f"prediction {prediction.latitude:.4f}, {prediction.longitude:.4f}",
+        )
+    )
+    return _layout(fig)
+
+
+def empty_map(height: int = 540) -> go.Figure:
+    """Croatia's counties and outline with nothing on them (placeholder before a prediction)."""
+    return _layout(go.Figure([county_layer(None), _outline_trace()]), height)
+
+
+def error_map(frame: pd.DataFrame) -> go.Figure:
+    """Truth -> prediction segments coloured by error (binned), truth points on top.
+
+    Args:
+        frame: columns true_lat, true_lon, pred_lat, pred_lon, error_km [, uuid].
+    """
+    fig = go.Figure([county_layer(None), _outline_trace()])
+    bins = pd.cut(frame.error_km, ERROR_BINS_KM, right=False)
+    for (interval, group), colour in zip(frame.groupby(bins, observed=False), ERROR_COLOURS):
+        if group.empty:
+            continue
+        lats = np.column_stack([group.true_lat, group.pred_lat, np.full(len(group), np.nan)]).ravel()
+        lons = np.column_stack([group.true_lon, group.pred_lon, np.full(len(group), np.nan)]).ravel()
+        hi = "" if math.isinf(interval.right) else f"{interval.right:.0f}"
+        label = f"{interval.left:.0f}-{hi} km" if hi else f">= {interval.left:.0f} km"
+        fig.add_trace(
+            go.Scattermap(
+                lat=lats,
+                lon=lons,
+                mode="lines",
+                line={"width": 2, "color": colour},
+                name=f"{label} ({len(group)})",
+                hoverinfo="skip",
+                legendgroup=label,
+            )
+        )
+        fig.add_trace(
+            go.Scattermap(
+                lat=group.true_lat,
+                lon=group.true_lon,
+                mode="markers",
+                marker={"size": 7, "color": colour},
+                customdata=np.column_stack(
+                    [group.error_km, group.get("uuid", pd.Series("", index=group.index))]
+                ),
+                hovertemplate="%{customdata[1]}<br>error %{customdata[0]:.1f} km<extra></extra>",
+                showlegend=False,
+                legendgroup=label,
+            )
+        )
+    return _layout(fig)
+
+
+def error_histogram(frame: pd.DataFrame) -> go.Figure:
+    """Histogram of error_km."""
+    fig = go.Figure(go.Histogram(x=frame.error_km, nbinsx=30, marker={"color": "#4c78a8"}))
+    fig.update_layout(
+        xaxis_title="error (km)",
+        yaxis_title="locations",
+        height=300,
+        margin={"l": 50, "r": 10, "t": 30, "b": 40},
+        title="Error histogram",
+    )
+    return fig
+
+
+def error_cdf(frame: pd.DataFrame) -> go.Figure:
+    """Cumulative share of locations within x km, with the 25/50/100/200 km marks."""
+    err = np.sort(frame.error_km.to_numpy(dtype=float))
+    share = np.arange(1, len(err) + 1) / max(len(err), 1)
+    fig = go.Figure(go.Scatter(x=err, y=share, mode="lines", line={"shape": "hv", "color": "#4c78a8"}))
+    for km in (25, 50, 100, 200):
+        fig.add_vline(x=km, line={"dash": "dot", "color": "#aaa", "width": 1})
+    fig.update_layout(
+        xaxis_title="error (km)",
+        yaxis_title="share within",
+        yaxis_tickformat=".0%",
+        height=300,
+        margin={"l": 50, "r": 10, "t": 30, "b": 40},
+        title="Error CDF",
+    )
+    return fig
+
+
+def training_curves(history: list[dict]) -> go.Figure:
+    """Training loss and validation mean km per epoch (from a job's progress.json history)."""
+    frame = pd.DataFrame(history or [], columns=["epoch", "train/loss", "val/mean_km"])
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=frame.epoch, y=frame["train/loss"], name="train loss", mode="lines+markers"))
+    fig.add_trace(
+        go.Scatter(
+            x=frame.epoch, y=frame["val/mean_km"], name="val mean km", mode="lines+markers", yaxis="y2"
+        )
+    )
+    fig.update_layout(
+        height=280,
+        margin={"l": 50, "r": 50, "t": 30, "b": 40},
+        title="Training curves",
+        xaxis_title="epoch",
+        yaxis={"title": "loss"},
+        yaxis2={"title": "val km", "overlaying": "y", "side": "right"},
+        legend={"orientation": "h", "y": -0.3},
+    )
+    return fig
+
+
+# --- The click-to-label map: a plain SVG (equirectangular, x scaled by cos(lat0)) -----------------
+
+SVG_BOUNDS = {"lat_min": 42.3, "lat_max": 46.65, "lon_min": 13.35, "lon_max": 19.55}
+SVG_WIDTH = 1000.0  # viewBox units; the browser scales the SVG to its box
+
+
+def svg_projection() -> dict:
+    """Parameters of the SVG map projection: x = (lon - lon0) * kx, y = (lat1 - lat) * ky.
+
+    Returns:
+        dict lon0, lat1, kx, ky (viewBox units per degree), width, height (viewBox units).
+    """
+    b = SVG_BOUNDS
+    cos_lat = math.cos(math.radians((b["lat_min"] + b["lat_max"]) / 2))
+    kx = SVG_WIDTH / (b["lon_max"] - b["lon_min"])
+    ky = kx / cos_lat
+    return {
+        "lon0": b["lon_min"],
+        "lat1": b["lat_max"],
+        "kx": kx,
+        "ky": ky,
+        "width": SVG_WIDTH,
+        "height": round((b["lat_max"] - b["lat_min"]) * ky, 1),
+    }
+
+
+def _svg_path(geometry, proj: dict) -> str:
+    parts = []
+    for poly in getattr(geometry, "geoms", [geometry]):
+        for ring in [poly.exterior, *poly.interiors]:
+            lon, lat = np.asarray(ring.coords).T
+            x = (lon - proj["lon0"]) * proj["kx"]
+            y = (proj["lat1"] - lat) * proj["ky"]
+            parts.append("M" + "L".join(f"{a:.1f},{b:.1f}" for a, b in zip(x, y)) + "Z")
+    return "".join(parts)
+
+
+@functools.cache
+def label_map_svg() -> str:
+    """Inner SVG markup (no <svg> tag) of the counties plus the largest towns for the click map."""
+    proj = svg_projection()
+    gdf = geo.counties()
+    shapes = []
+    for name, geometry in zip(gdf.name_hr, gdf.geometry.simplify(SIMPLIFY_DEG, preserve_topology=True)):
+        shapes.append(
+            f'<path class="county" d="{_svg_path(geometry, proj)}"><title>{escape(name)}</title></path>'
+        )
+    towns = []  # the largest towns, skipping any within 25 km of a larger one (Sesvete next to Zagreb)
+    for row in geo.places().sort_values("population", ascending=False).itertuples():
+        if all(geo.haversine_km(row.latitude, row.longitude, t.latitude, t.longitude) > 25 for t in towns):
+            towns.append(row)
+        if len(towns) == 12:
+            break
+    for row in towns:
+        x = (row.longitude - proj["lon0"]) * proj["kx"]
+        y = (proj["lat1"] - row.latitude) * proj["ky"]
+        shapes.append(
+            f'<circle class="town" cx="{x:.1f}" cy="{y:.1f}" r="5"/>'
+            f'<text class="town-label" x="{x + 8:.1f}" y="{y - 6:.1f}">{escape(row.name)}</text>'
+        )
+    return "".join(shapes)

@@ -1,0 +1,77 @@
+"""build_app(): the tabs composed into one gr.Blocks named `demo`, and the launch settings."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from geodemo.jobs import JobManager
+from geodemo.ui import evaluate_tab, label_tab, predict_tab, train_tab
+from geodemo.ui.common import theme
+from geodemo.ui.settings import Settings
+from geodemo.ui.train_tab import PROGRESS_CSS
+
+MAX_FILE_SIZE = "25mb"
+CSS = """
+.gradio-container { max-width: 1280px !important; }
+footer { display: none !important; }
+"""
+HEADER = (
+    "## Where in Croatia?\nA street-level geolocation demo: predict from photos, label new locations, "
+    "train and evaluate models — all offline."
+)
+FOOTER = (
+    "<small>Map data © OpenStreetMap contributors (ODbL) · Made with Natural Earth · GeoNames (CC BY 4.0). "
+    "Example imagery © Google (LUMEN 2022 public sample).</small>"
+)
+
+
+def build_app(settings: Settings | None = None) -> gr.Blocks:
+    """The whole app; `settings` default to the environment (see Settings.from_env)."""
+    settings = settings or Settings.from_env()
+    manager = JobManager(settings.jobs_dir)
+    with gr.Blocks(title="geodemo: where in Croatia?") as demo:
+        gr.Markdown(HEADER)
+        with gr.Tabs():
+            with gr.Tab("Predict", id="predict") as predict_page:
+                predict = predict_tab.build(settings)
+            with gr.Tab("Label", id="label") as label_page:
+                label_tab.build(settings, predict["checkpoint_state"])
+            with gr.Tab("Train", id="train") as train_page:
+                train_tab.build(settings, manager)
+            with gr.Tab("Evaluate", id="evaluate") as evaluate_page:
+                evaluate = evaluate_tab.build(settings, manager)
+        gr.Markdown(FOOTER)
+
+        # A finished training job's checkpoint shows up in every selector when any tab is opened.
+        selectors = [predict["checkpoint"], evaluate["checkpoint"]]
+
+        def refresh_checkpoints():
+            return [gr.update(choices=settings.checkpoint_choices()) for _ in selectors]
+
+        for page in (predict_page, label_page, train_page, evaluate_page):
+            page.select(refresh_checkpoints, None, selectors, api_visibility="private", queue=False)
+    demo.geodemo_settings = settings
+    demo.geodemo_jobs = manager
+    return demo
+
+
+def launch_kwargs(demo: gr.Blocks) -> dict:
+    """launch() arguments: offline theme, upload limit, and only the app's own folders reachable."""
+    settings: Settings = demo.geodemo_settings
+    from geodemo.geo import ASSETS_DIR
+
+    allowed = [ASSETS_DIR, settings.labels_dir, *settings.data_roots]
+    return {
+        "theme": theme(),
+        "css": CSS + PROGRESS_CSS,
+        "js": label_tab.SHORTCUT_JS,
+        "max_file_size": MAX_FILE_SIZE,
+        "allowed_paths": [str(p) for p in dict.fromkeys(allowed)],
+        "show_error": True,
+    }
+
+
+def launch(demo: gr.Blocks, **overrides):
+    """Queue (two events at a time; one model call at a time per concurrency id) and launch."""
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo.launch(**{**launch_kwargs(demo), **overrides})

@@ -1,0 +1,72 @@
+"""Small pieces shared by the tabs: user-facing errors, the view input, the offline theme."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import gradio as gr
+
+log = logging.getLogger("geodemo.ui")
+VIEW_NAMES = ("north", "east", "south", "west")  # API parameter names, in VIEW_HEADINGS order
+VIEW_LABELS = ("North (0°)", "East (90°)", "South (180°)", "West (270°)")
+
+
+def user_errors(fn):
+    """Turn library ValueErrors into one-sentence gr.Error; anything else into a short generic one.
+
+    Tracebacks go to the server log, never to the page.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ValueError as exc:
+            raise gr.Error(str(exc).strip() or "That input is not valid.", print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - the page gets a sentence, the log the traceback
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(
+                f"Something went wrong ({type(exc).__name__}); the details are in the server log.",
+                print_exception=False,
+            ) from None
+
+    return wrapper
+
+
+def _path_only(payload):
+    """Preprocess of a view input: the uploaded file's path (str) or None, without opening it.
+
+    geodemo.images.load_rgb is the only way an image enters the system: it gives the clear error for a
+    broken file, where gr.Image's own PIL.open would raise an opaque one first.
+    """
+    return None if payload is None or payload.path is None else str(payload.path)
+
+
+def view_inputs(prefix: str, height: int = 190) -> list[gr.Image]:
+    """Four labelled image inputs N, E, S, W in one row (elem_id f"{prefix}-north" etc.)."""
+    images = []
+    with gr.Row(equal_height=True):
+        for name, label in zip(VIEW_NAMES, VIEW_LABELS):
+            image = gr.Image(type="filepath", label=label, height=height, sources=["upload", "clipboard"],
+                             elem_id=f"{prefix}-{name}", min_width=140)
+            image.preprocess = _path_only  # on the instance: a subclass would make Gradio write a .pyi stub
+            images.append(image)
+    return images
+
+
+def views_dict(*paths) -> dict[int, str | None]:
+    """(north, east, south, west) paths -> {0: p, 90: p, 180: p, 270: p}."""
+    return dict(zip((0, 90, 180, 270), paths))
+
+
+def theme() -> gr.themes.Base:
+    """A theme with system fonts only: the default one would load Google Fonts (a request off-host)."""
+    return gr.themes.Soft(
+        primary_hue="blue",
+        neutral_hue="slate",
+        font=[gr.themes.Font("system-ui"), gr.themes.Font("Segoe UI"), "sans-serif"],
+        font_mono=[gr.themes.Font("ui-monospace"), gr.themes.Font("monospace")],
+    )

@@ -1,0 +1,70 @@
+"""App settings from the environment (read once when the app is built)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from geodemo.geo import ASSETS_DIR
+
+REPO = ASSETS_DIR.parent
+SAMPLE_DIR = REPO.parent / "shared" / "data" / "lumen-sample"
+EXAMPLES_DIR = ASSETS_DIR / "examples"
+
+
+@dataclass
+class Settings:
+    """Where the app reads and writes.
+
+    Env: GEODEMO_DEFAULT_CHECKPOINT, GEODEMO_LABELS_DIR (./labels), GEODEMO_JOBS_DIR (./jobs),
+    GEODEMO_CHECKPOINTS_DIR (./checkpoints), GEODEMO_DATA_ROOTS (os.pathsep list; default: the
+    bundled sample when present, assets/examples and the labels dir).
+    """
+
+    default_checkpoint: Path
+    labels_dir: Path
+    jobs_dir: Path
+    checkpoints_dir: Path
+    data_roots: list[Path]
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings from the environment, with the documented defaults."""
+        from geodemo.checkpoint import DEFAULT_CHECKPOINT
+
+        env = os.environ.get
+        labels = Path(env("GEODEMO_LABELS_DIR", "labels")).resolve()
+        roots = [Path(p).resolve() for p in env("GEODEMO_DATA_ROOTS", "").split(os.pathsep) if p.strip()]
+        if not roots:
+            roots = [d for d in (SAMPLE_DIR, EXAMPLES_DIR) if (d / "data.csv").exists()]
+        roots = [r for r in roots if r != labels] + [labels]
+        return cls(
+            default_checkpoint=Path(env("GEODEMO_DEFAULT_CHECKPOINT", str(DEFAULT_CHECKPOINT))).resolve(),
+            labels_dir=labels,
+            jobs_dir=Path(env("GEODEMO_JOBS_DIR", "jobs")).resolve(),
+            checkpoints_dir=Path(env("GEODEMO_CHECKPOINTS_DIR", "checkpoints")).resolve(),
+            data_roots=roots,
+        )
+
+    def checkpoints(self) -> list[Path]:
+        """Every usable checkpoint: the default one first, then trained/uploaded ones (newest first)."""
+        from geodemo.checkpoint import list_checkpoints
+
+        found = [Path(p).resolve() for p in list_checkpoints(self.checkpoints_dir)]
+        found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        default = [self.default_checkpoint] if (self.default_checkpoint / "config.json").exists() else []
+        return default + [p for p in found if p != self.default_checkpoint]
+
+    def checkpoint_choices(self) -> list[tuple[str, str]]:
+        """(label, path) pairs for a dropdown."""
+        return [("default" if p == self.default_checkpoint else p.name, str(p)) for p in self.checkpoints()]
+
+    def dataset_choices(self) -> list[tuple[str, str]]:
+        """(label, path) pairs for the configured data roots."""
+        names = {
+            SAMPLE_DIR.resolve(): "LUMEN sample (100)",
+            EXAMPLES_DIR.resolve(): "bundled examples (3)",
+            self.labels_dir: "my labels",
+        }
+        return [(names.get(r, r.name), str(r)) for r in self.data_roots]

@@ -1,0 +1,142 @@
+"""JobManager: validation, FIFO queue, persistence across restarts, cancel (with a fake training CLI)."""
+
+import json
+import sys
+import time
+
+import pytest
+
+from geodemo.jobs import JobError, JobManager, evaluate_args, train_args
+
+# A stand-in for `python -m training`: logs its args, writes progress, sleeps if asked, exits with a code.
+FAKE_CLI = r"""
+import json, os, sys, time
+args = sys.argv[1:]
+progress = args[args.index("--progress-file") + 1]
+print("started", " ".join(args[:2]), flush=True)
+with open(os.path.join(os.path.dirname(progress), "order.txt"), "a") as f:
+    f.write(f"{time.monotonic()}\n")
+sleep = float(args[args.index("--sleep") + 1]) if "--sleep" in args else 0
+time.sleep(sleep)
+with open(progress, "w") as f:
+    json.dump({"stage": "train", "fraction": 1.0, "done": True, "error": None, "history": []}, f)
+sys.exit(int(args[args.index("--exit") + 1]) if "--exit" in args else 0)
+"""
+
+
+@pytest.fixture
+def fake_cli(tmp_path):
+    path = tmp_path / "fake_training.py"
+    path.write_text(FAKE_CLI)
+    return [sys.executable, str(path)]
+
+
+def test_queue_runs_fifo_one_at_a_time(tmp_path, fake_cli):
+    manager = JobManager(tmp_path / "jobs", command=fake_cli)
+    try:
+        jobs = [manager.submit("train", ["train", str(i), "--sleep", "0.3"], out="x") for i in range(3)]
+        done = [manager.wait(j.id, timeout=30) for j in jobs]
+    finally:
+        manager.shutdown()
+    assert [j.status for j in done] == ["done"] * 3
+    # each started after the previous finished
+    for earlier, later in zip(done, done[1:]):
+        assert earlier.finished <= later.started
+    assert "started train 0" in manager.log_tail(jobs[0].id)
+    assert manager.progress(jobs[0].id)["done"] is True
+
+
+def test_failed_job_keeps_its_message(tmp_path, fake_cli):
+    manager = JobManager(tmp_path / "jobs", command=fake_cli)
+    try:
+        job = manager.wait(manager.submit("train", ["train", "x", "--exit", "3"], out="x").id, timeout=30)
+    finally:
+        manager.shutdown()
+    assert job.status == "failed" and job.returncode == 3
+
+
+def test_cancel_running_and_queued(tmp_path, fake_cli):
+    manager = JobManager(tmp_path / "jobs", command=fake_cli, grace_s=1.0)
+    try:
+        running = manager.submit("train", ["train", "a", "--sleep", "60"], out="x")
+        queued = manager.submit("train", ["train", "b"], out="x")
+        deadline = time.monotonic() + 20
+        while manager.get(running.id).status != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert manager.cancel(queued.id).status == "cancelled"
+        manager.cancel(running.id)
+        assert manager.wait(running.id, timeout=20).status == "cancelled"
+    finally:
+        manager.shutdown()
+    assert manager.get(queued.id).started is None  # never ran
+
+
+def test_records_survive_a_restart_and_lost_runs_become_interrupted(tmp_path, fake_cli):
+    root = tmp_path / "jobs"
+    first = JobManager(root, command=fake_cli, start=False)
+    queued = first.submit("evaluate", ["evaluate", "x"], out="x", params={"dataset": "d"})
+    ghost = first.submit("train", ["train", "y"], out="y")
+    record = json.loads((root / ghost.id / "job.json").read_text())
+    record.update(status="running", pid=2**22 + 12345)  # a pid that is not a live training process
+    (root / ghost.id / "job.json").write_text(json.dumps(record))
+
+    second = JobManager(root, command=fake_cli, start=False)
+    assert second.get(ghost.id).status == "failed"
+    assert "interrupted" in second.get(ghost.id).message
+    assert second.get(queued.id).status == "queued" and second.get(queued.id).params == {"dataset": "d"}
+    assert second.run_next() and second.get(queued.id).status == "done"
+
+
+def test_train_args_are_validated(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    good = {
+        "task": "multi",
+        "backbone": "b",
+        "dataset": str(data),
+        "name": "run1",
+        "max_epochs": 2,
+        "image_size": 64,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "unfreeze_epoch": -1,
+        "accelerator": "cpu",
+        "devices": 1,
+        "limit_train_batches": 2,
+    }
+    args, out = train_args(good, [data], tmp_path / "ckpts", backbones=("b",))
+    assert args[:3] == ["train", "--task", "multi"] and out == (tmp_path / "ckpts" / "run1").resolve()
+    assert "--limit-train-batches" in args and all(isinstance(a, str) for a in args)
+    bad = [
+        {"task": "rm -rf /"},
+        {"backbone": "evil"},
+        {"dataset": "/etc"},
+        {"name": "../up"},
+        {"name": "a b; ls"},
+        {"max_epochs": 0},
+        {"max_epochs": "2; ls"},
+        {"batch_size": 2.5},
+        {"lr": "nan"},
+        {"lr": 5},
+        {"accelerator": "tpu"},
+        {"image_size": 10_000},
+    ]
+    for change in bad:
+        with pytest.raises(JobError):
+            train_args({**good, **change}, [data], tmp_path / "ckpts", backbones=("b",))
+    (tmp_path / "ckpts" / "run1").mkdir(parents=True)
+    with pytest.raises(JobError, match="already exists"):
+        train_args(good, [data], tmp_path / "ckpts", backbones=("b",))
+
+
+def test_evaluate_args_only_known_checkpoints_and_roots(tmp_path):
+    data, ckpt = tmp_path / "data", tmp_path / "ckpt"
+    data.mkdir(), ckpt.mkdir()
+    args = evaluate_args(ckpt, data, [data], [ckpt], tmp_path / "e.json", limit=5)
+    assert args[0] == "evaluate" and args[-2:] == ["--limit", "5"]
+    with pytest.raises(JobError):
+        evaluate_args("/etc", data, [data], [ckpt], tmp_path / "e.json")
+    with pytest.raises(JobError):
+        evaluate_args(ckpt, "/", [data], [ckpt], tmp_path / "e.json")
+    with pytest.raises(JobError):
+        JobManager(tmp_path / "jobs", start=False).get("../../etc")
