@@ -3,6 +3,7 @@
 Screenshots go to tests/artifacts/ (and docs/screenshots/<tab>.png for the README).
 """
 
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,7 +32,10 @@ ARGS = [
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+        reason = "Debian chromium is not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("GEODEMO_REQUIRE_BROWSER") == "1":  # CI: a missing browser is a failure
+            pytest.fail(reason)
+        pytest.skip(reason)
     with playwright.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         yield b
