@@ -119,6 +119,9 @@ def read_locations(root) -> pd.DataFrame:
 
 def view_paths(root, uuid: str) -> dict[int, Path]:
     """View index -> existing image file of location `uuid` (accepts .jpg, .jpeg, .png in any case)."""
+    if not is_safe_id(str(uuid)):  # ids may come from a client (a clicked row): stay in images/
+        raise DatasetError(f"Location id {uuid!r} is not a safe folder name; "
+                           "use letters, digits, '.', '_' or '-'.")
     folder = images_dir(root) / uuid
     try:
         files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
@@ -167,8 +170,8 @@ class ValidationReport:
     def ok(self) -> bool:
         return not self.errors
 
-    def format(self) -> str:
-        """Human-readable summary followed by one line per problem."""
+    def format(self, max_problems: int = 200) -> str:
+        """Human-readable summary followed by one line per problem (the first `max_problems` of them)."""
         lines = [f"Dataset {self.root}: {self.n_locations} locations, {self.n_views} views"]
         if self.bbox:
             lines.append("Bounding box: lat {:.4f}..{:.4f}, lon {:.4f}..{:.4f}".format(
@@ -178,8 +181,12 @@ class ValidationReport:
             lines += [f"  {name:<32} {n}" for name, n in self.county_counts.items()]
         lines.append("OK" if self.ok else "NOT OK")
         lines.append(f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)")
-        for p in self.errors + self.warnings:
+        shown = (self.errors + self.warnings)[:max_problems]
+        for p in shown:
             lines.append(f"  {p.severity.upper()} [{p.where}] {p.what}; {p.fix}")
+        if len(self.problems) > len(shown):  # a 200k-row CSV must not print 200k lines
+            lines.append(f"  ... and {len(self.problems) - len(shown)} more problem(s) not shown; "
+                         "fix the ones above first")
         return "\n".join(lines)
 
 
@@ -190,19 +197,22 @@ def _check_rows(frame: pd.DataFrame, tolerance_km: float, report: ValidationRepo
     lat, lon = _numeric(frame["latitude"]), _numeric(frame["longitude"])
     heading = _numeric(frame["heading"]) if "heading" in frame else None
     good = np.ones(len(frame), bool)
-    for i, uid in enumerate(ids):
+    # Plain numpy/list lookups in the loop: pandas .iloc per row made a 200k-row CSV take a minute.
+    numbers = [("latitude", lat.to_numpy(), frame["latitude"].to_numpy())]
+    numbers.append(("longitude", lon.to_numpy(), frame["longitude"].to_numpy()))
+    if heading is not None:
+        numbers.append(("heading", heading.to_numpy(), frame["heading"].to_numpy()))
+    for i, uid in enumerate(ids.tolist()):
         where = uid or f"row {i + 2}"
         if not is_safe_id(uid):
             add(Problem(where, f"id {uid!r} is not a safe folder name",
                         "use letters, digits, '.', '_' or '-' only (no '/', no '..', not empty)"))
             good[i] = False
-        for column, values in (("latitude", lat), ("longitude", lon)):
-            if np.isnan(values.iloc[i]):
-                add(Problem(where, f"{column} {frame[column].iloc[i]!r} is not a number",
-                            "write decimal degrees such as 45.8150"))
-        if "heading" in frame and frame["heading"].iloc[i] and np.isnan(heading.iloc[i]):
-            add(Problem(where, f"heading {frame['heading'].iloc[i]!r} is not a number",
-                        "write degrees clockwise from north, or leave it empty"))
+        for column, values, texts in numbers:
+            if np.isnan(values[i]) and (column != "heading" or texts[i]):
+                fix = ("write degrees clockwise from north, or leave it empty" if column == "heading"
+                       else "write decimal degrees such as 45.8150")
+                add(Problem(where, f"{column} {texts[i]!r} is not a number", fix))
     for uid, n in Counter(ids).items():
         if n > 1 and uid:
             add(Problem(uid, f"id appears {n} times in data.csv", "give every location its own id"))
@@ -237,9 +247,9 @@ def _check_rows(frame: pd.DataFrame, tolerance_km: float, report: ValidationRepo
     return good
 
 
-def _check_views(root: Path, uid: str, check_images: bool, report: ValidationReport) -> None:
+def _check_views(root: Path, base: Path, uid: str, check_images: bool, report: ValidationReport) -> None:
     add = report.problems.append
-    folder = images_dir(root) / uid
+    folder = base / uid
     if not folder.is_dir():
         add(Problem(uid, f"has no image folder {folder}", "add the folder with its views or remove the row"))
         return
@@ -297,9 +307,10 @@ def validate_dataset(root, tolerance_km: float = 5.0, check_images: bool = True,
                                        "put the views in images/<uuid>/0.jpg, 90.jpg, 180.jpg, 270.jpg"))
         return report
     good = _check_rows(frame, tolerance_km, report)
+    base = images_dir(root)
     for i, uid in enumerate(frame["uuid"]):
         if good[i]:
-            _check_views(root, uid, check_images, report)
+            _check_views(root, base, uid, check_images, report)
         if progress is not None:
             progress(i + 1, len(frame))
     return report
@@ -415,10 +426,15 @@ class LocationDataset(torch.utils.data.Dataset):
                 v = (n_views - v) % n_views  # east <-> west: 90 <-> 270, 0 and 180 stay
             views[v] = self.transform(image=rgb)["image"]
             mask[v] = True
+        return {"views": views, **self.targets(i, mask)}
+
+    def targets(self, i: int, view_mask: torch.Tensor) -> dict:
+        """Every target of location i for the views present in ``view_mask`` (V,) bool; also the
+        embedding cache's dataset serves these beside cached features."""
         heading = torch.from_numpy(self.heading[i].astype(np.float32))
-        heading[~mask] = float("nan")
+        heading[~view_mask] = float("nan")
         return {
-            "views": views, "view_mask": mask,
+            "view_mask": view_mask,
             "cell": torch.tensor(self.cell[i], dtype=torch.int64),
             "xy": torch.from_numpy(self.xy[i]),
             "county": torch.tensor(self.county[i], dtype=torch.int64),

@@ -180,22 +180,8 @@ class CachedLocationDataset(Dataset):
         return len(self.feats)
 
     def __getitem__(self, i: int) -> dict:
-        b = self.base
         if self.hflip and torch.rand(()) < 0.5:
             feats, mask = self.feats[i, 1, MIRROR_VIEWS], self.mask[i, MIRROR_VIEWS]
         else:
             feats, mask = self.feats[i, 0], self.mask[i]
-        heading = torch.from_numpy(b.heading[i].astype(np.float32))
-        heading[~mask] = float("nan")
-        return {
-            "feats": feats,
-            "view_mask": mask,
-            "cell": torch.tensor(b.cell[i], dtype=torch.int64),
-            "xy": torch.from_numpy(b.xy[i]),
-            "county": torch.tensor(b.county[i], dtype=torch.int64),
-            "heading": heading,
-            "tabular": torch.from_numpy(b.tabular[i]),
-            "lat": torch.tensor(b.lat[i], dtype=torch.float64),
-            "lon": torch.tensor(b.lon[i], dtype=torch.float64),
-            "uuid": b.uuids[i],
-        }
+        return {"feats": feats, **self.base.targets(i, mask)}
