@@ -300,6 +300,29 @@ class JobManager:
                 self._wake.set()
             return job
 
+    def resume(self, job_id: str) -> Job:
+        """Queue an interrupted (failed) or cancelled training job again, with the same arguments.
+
+        `train` itself resumes from <out>/lightning/last.ckpt when that exists and was written with the
+        same recipe and data, so the epochs already done are not repeated.
+        """
+        with self._lock:
+            job = self.get(job_id)
+            if job.kind != "train" or job.status not in ("failed", "cancelled"):
+                raise JobError(
+                    f"Only a failed, interrupted or cancelled training job can be resumed; "
+                    f"job {job_id} is a {job.status} {job.kind} job."
+                )
+            out = Path(job.out)
+            if (out / "config.json").exists() and (out / "model.safetensors").exists():
+                raise JobError(f"The checkpoint {out.name!r} of job {job_id} is already complete.")
+            pending = [j for j in self.list() if j.out == job.out and j.status in ("queued", "running")]
+            if pending:
+                raise JobError(f"Job {pending[0].id} already trains {out.name!r}; wait for it or cancel it.")
+            params = {**job.params, "resumed_from": job.id}
+            title = job.title if job.title.endswith("(resumed)") else f"{job.title} (resumed)"
+            return self.submit("train", job.args, job.out, title=title, params=params)
+
     def log_tail(self, job_id: str, lines: int = 40) -> str:
         """The last `lines` lines of the job's log."""
         try:

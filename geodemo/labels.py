@@ -8,6 +8,7 @@ folder without a row (ignored by readers), never a partial or lost row.
 from __future__ import annotations
 
 import csv
+import errno
 import math
 import os
 import shutil
@@ -48,6 +49,18 @@ def _number(value, what: str) -> float:
     if not math.isfinite(number):
         raise LabelError(f"The {what} {value!r} is not a number; enter decimal degrees such as 45.8150.")
     return number
+
+
+def _storage_error(root: Path, exc: OSError) -> LabelError:
+    """A failed write (full disk, read-only folder, busy lock) as one sentence for the user."""
+    if isinstance(exc, TimeoutError):  # filelock.Timeout: another writer held the lock too long
+        reason = f"another save held its lock for over {LOCK_TIMEOUT_S} s"
+    else:
+        reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                  errno.EROFS: "it is on a read-only file system", errno.EACCES: "permission denied",
+                  errno.EPERM: "permission denied"}.get(exc.errno, exc.strerror or type(exc).__name__)
+    return LabelError(f"Could not save to the labels folder {root} ({reason}); nothing was stored, so free "
+                      "disk space or set GEODEMO_LABELS_DIR to a writable folder and save again.")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -129,26 +142,33 @@ class LabelStore:
         county = int(geo.county_index(lat, lon))
         new_id = str(uuidlib.uuid4())
         folder = self.root / "images" / new_id
-        folder.mkdir(parents=True)
-        for key, data in encoded.items():
-            _write_atomic(folder / f"{key}.jpg", data)
         row = {"uuid": new_id, "latitude": repr(lat), "longitude": repr(lon),
                "heading": "" if heading is None or heading == "" else repr(heading),
                "county": geo.COUNTY_CODES[county] if county >= 0 else ""}
-        with self.lock:  # re-read inside the lock so a concurrent writer's row is never lost
-            fields, rows = self._read_rows()
-            rows.append(row)
-            self._write_rows(fields, rows)
+        try:
+            folder.mkdir(parents=True)
+            for key, data in encoded.items():
+                _write_atomic(folder / f"{key}.jpg", data)
+            with self.lock:  # re-read inside the lock so a concurrent writer's row is never lost
+                fields, rows = self._read_rows()
+                rows.append(row)
+                self._write_rows(fields, rows)
+        except OSError as exc:  # data.csv is replaced last, so the stored rows are untouched
+            shutil.rmtree(folder, ignore_errors=True)
+            raise _storage_error(self.root, exc) from None
         return LabelResult(uuid=new_id, count=len(rows), root=str(self.root))
 
     def undo_last(self) -> str | None:
         """Remove the last row and then its images; returns its uuid, or None if the store is empty."""
-        with self.lock:
-            fields, rows = self._read_rows()
-            if not rows:
-                return None
-            last = rows.pop()
-            self._write_rows(fields, rows)
+        try:
+            with self.lock:
+                fields, rows = self._read_rows()
+                if not rows:
+                    return None
+                last = rows.pop()
+                self._write_rows(fields, rows)
+        except OSError as exc:
+            raise _storage_error(self.root, exc) from None
         if is_safe_id(last["uuid"]):  # never let a hand-edited id delete outside images/
             shutil.rmtree(self.root / "images" / last["uuid"], ignore_errors=True)
         return last["uuid"]

@@ -87,6 +87,32 @@ def test_records_survive_a_restart_and_lost_runs_become_interrupted(tmp_path, fa
     assert second.run_next() and second.get(queued.id).status == "done"
 
 
+def test_an_interrupted_training_job_resumes_with_the_same_arguments(tmp_path, fake_cli):
+    root = tmp_path / "jobs"
+    first = JobManager(root, command=fake_cli, start=False)
+    args = ["train", "--task", "multi", "--out", str(tmp_path / "ckpt")]
+    lost = first.submit("train", args, out=tmp_path / "ckpt", title="run1", params={"name": "run1"})
+    record = json.loads((root / lost.id / "job.json").read_text())
+    record.update(status="running", pid=2**22 + 12345)  # the app died while it was training
+    (root / lost.id / "job.json").write_text(json.dumps(record))
+
+    second = JobManager(root, command=fake_cli, start=False)
+    assert second.get(lost.id).status == "failed"
+    again = second.resume(lost.id)
+    assert again.id != lost.id and again.args == args and again.out == lost.out
+    assert again.params == {"name": "run1", "resumed_from": lost.id} and again.title == "run1 (resumed)"
+    with pytest.raises(JobError, match="already trains"):
+        second.resume(lost.id)  # no second copy while one is queued
+    assert second.run_next() and second.get(again.id).status == "done"
+    assert "started train --task" in second.log_tail(again.id)
+    with pytest.raises(JobError, match="done train job"):
+        second.resume(again.id)
+    evaluation = second.submit("evaluate", ["evaluate", "x"], out="x")
+    second.cancel(evaluation.id)
+    with pytest.raises(JobError, match="cancelled evaluate job"):
+        second.resume(evaluation.id)
+
+
 def test_train_args_are_validated(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -128,6 +128,17 @@ def test_every_geo_task_trains_and_evaluates(task, tiny, tmp_path):
         assert 0 < metrics["mean_km"] < 1000
 
 
+def test_training_on_every_location_keeps_the_last_weights(tiny, tmp_path):
+    """The default checkpoint's recipe: no validation split, fixed epochs, last weights."""
+    cfg = TrainConfig(tasks=tasks_for("multi"), val_fraction=0.0, select_best=False, **{**TINY, "max_epochs": 2})
+    ckpt = train(tiny, tmp_path / "all", cfg, cache_dir=tmp_path / "cache", enable_progress_bar=False)
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["metrics"]["train_locations"] == 10 and config["metrics"]["val_locations"] == 0
+    assert not (ckpt / "lightning" / "best.ckpt").exists()
+    metrics, _ = evaluate(ckpt, tiny, limit=2)
+    assert metrics["count"] == 2 and 0 < metrics["mean_km"] < 1000
+
+
 def test_unfrozen_training_runs_on_images_and_resumes(tiny, tmp_path, capsys):
     cfg = TrainConfig(tasks=["geocell"], unfreeze_epoch=0, **TINY)
     out = tmp_path / "unfrozen"

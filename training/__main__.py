@@ -90,6 +90,9 @@ def _add_train(sub) -> None:
         action="store_true",
         help="use clipped geometric cell centres instead of weighted (mean of training points)",
     )
+    m.add_argument(
+        "--tta-flip", action="store_true", help="inference: also predict the mirrored panorama and average"
+    )
     m.add_argument("--cells", default=DEFAULTS.cells, choices=("grid", "semantic"), help="geocell kind")
     m.add_argument(
         "--grid-spacing-km", type=float, default=DEFAULTS.grid_spacing_km, help="grid cell side, km"
@@ -131,7 +134,15 @@ def _add_train(sub) -> None:
     o.add_argument("--focal", action="store_true", help="classify: focal loss (gamma=2) instead of CE")
     o.add_argument("--patience", type=int, default=DEFAULTS.patience, help="early stopping patience, epochs")
     o.add_argument(
-        "--val-fraction", type=float, default=DEFAULTS.val_fraction, help="share of locations for validation"
+        "--no-select-best",
+        action="store_true",
+        help="no early stopping or best-epoch choice: run --max-epochs and keep the last weights",
+    )
+    o.add_argument(
+        "--val-fraction",
+        type=float,
+        default=DEFAULTS.val_fraction,
+        help="share of locations for validation; 0 = train on every location (no validation)",
     )
     o.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for split, init and shuffling")
     o.add_argument("--no-hflip", action="store_true", help="disable mirrored-panorama augmentation")
@@ -176,6 +187,7 @@ def _train(args) -> None:
         cbam=args.cbam,
         point_mode=args.point_mode,
         weighted_centroids=not args.plain_centroids,
+        tta_flip=args.tta_flip,
         cells=args.cells,
         grid_spacing_km=args.grid_spacing_km,
         max_epochs=args.max_epochs,
@@ -195,6 +207,7 @@ def _train(args) -> None:
         num_workers=args.num_workers,
         precision=args.precision,
         patience=args.patience,
+        select_best=not args.no_select_best,
         max_size_mb=args.max_size_mb,
     )
     out = train(
@@ -338,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, type=Path, help="CSV file to write")
     pr.add_argument("--batch-size", type=int, default=16, help="locations per forward pass")
     pr.add_argument("--progress-file", type=Path, help="JSON file kept up to date with progress")
-    v = sub.add_parser("validate-data", help="check a dataset; exit 1 on any error (--strict: on warnings too)")
+    v = sub.add_parser(
+        "validate-data", help="check a dataset; exit 1 on any error (--strict: on warnings too)"
+    )
     v.add_argument("dir", type=Path, help="dataset folder holding data.csv and images/")
     v.add_argument(
         "--tolerance-km", type=float, default=5.0, help="how far outside Croatia a point may lie, km"

@@ -34,6 +34,7 @@ class TrainConfig:
     weighted_centroids: bool = (
         True  # cell centroid = mean of training points (True) or clipped geometric centre
     )
+    tta_flip: bool = False  # inference: also predict the mirrored panorama and average (ModelConfig.tta_flip)
     # --- cells (geocell head)
     cells: str = "grid"  # "grid" (square EPSG:3765 grid) | "semantic" (county cells split where dense)
     grid_spacing_km: float = 50.0  # grid cell side in km
@@ -51,7 +52,9 @@ class TrainConfig:
     focal: bool = False  # classify: focal loss (gamma=2) instead of cross-entropy
     heading_alpha: float = 0.2  # weight of the 8-way cardinal CE added to the circular heading loss
     # --- data
-    val_fraction: float = 0.2  # share of locations held out for validation (split by location)
+    val_fraction: float = (
+        0.2  # share of locations held out for validation (split by location); 0 = train on all
+    )
     seed: int = 0  # seeds the split, the init and the shuffling
     hflip: bool = (
         True  # mirror the panorama (flip views + swap 90/270) with p=0.5; never with the heading head
@@ -62,6 +65,9 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     precision: str = "32-true"  # Lightning precision; "bf16-mixed"/"16-mixed" are honoured on GPU only
     patience: int = 10  # early stopping: epochs without a val improvement
+    select_best: bool = (
+        True  # early stopping + keep the best val epoch; False = run max_epochs, keep the last weights
+    )
     max_size_mb: float = 0.0  # classify: refuse models larger than this many MB (fp32 params); 0 = no limit
 
     @property
@@ -88,8 +94,8 @@ class TrainConfig:
             raise ValueError(f"Unknown schedule {self.schedule!r}; use 'cosine' or 'warm_restarts'.")
         if self.cells not in ("grid", "semantic"):
             raise ValueError(f"Unknown cell kind {self.cells!r}; use 'grid' or 'semantic'.")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}.")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}.")
         if self.max_epochs < 1 or self.batch_size < 1:
             raise ValueError("max_epochs and batch_size must both be at least 1.")
         if "classify" in self.tasks and len(self.tasks) > 1:

@@ -50,6 +50,33 @@ def resolve_image_size(cfg: TrainConfig) -> tuple[int, tuple, tuple]:
     return cfg.image_size or spec.image_size, tuple(spec.mean), tuple(spec.std)
 
 
+class EpochShuffle(torch.utils.data.Sampler):
+    """Shuffles by (seed, epoch) and reseeds the RNGs when an epoch's data starts to flow.
+
+    So epoch k draws the same order, augmentations and dropout masks whether the run got there without
+    a break or was killed and resumed from last.ckpt (Lightning restores weights and optimiser, not RNGs).
+    Lightning calls `set_epoch` each epoch; `epoch` is where a resumed run starts.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int = 0):
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        seed = self.seed + 1000 * (self.epoch + 1)
+        L.seed_everything(seed, workers=True, verbose=False)
+        # albumentations keeps its own generator, untouched by global seeds (unseeded = new every run)
+        transform = getattr(self.dataset, "transform", None)
+        if hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(seed)
+        yield from torch.randperm(len(self.dataset)).tolist()
+
+
 class GeoDataModule(L.LightningDataModule):
     """Splits, cells, statistics and loaders for the geo heads.
 
@@ -118,6 +145,7 @@ class GeoDataModule(L.LightningDataModule):
             xy_stats=self.xy_stats.to_dict(),
             point_mode=c.point_mode,
             weighted_centroids=c.weighted_centroids,
+            tta_flip=c.tta_flip,
             training=c.to_dict(),
             data_fingerprint=data_fingerprint(self.data_dir),
             **overrides,
@@ -167,7 +195,7 @@ class GeoDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val"):
             base = self._base(split)
-            if self.use_cache:
+            if self.use_cache and len(self.frames[split]):  # val may be empty (val_fraction 0)
                 feats, mask = emb.load_features(self._keys(self.frames[split]), self.cache)
                 base = emb.CachedLocationDataset(base, feats, mask, hflip=base.hflip)
             self.datasets[split] = base
@@ -176,10 +204,17 @@ class GeoDataModule(L.LightningDataModule):
         """One factory for every split; Lightning adds the DistributedSampler under DDP."""
         # cached features are in memory: worker processes would only add start-up cost
         workers = 0 if self.use_cache else self.cfg.num_workers
+        sampler = None
+        trainer = self.trainer
+        if split == "train" and (trainer is None or trainer.world_size == 1):
+            # DistributedSampler already shuffles by (seed, epoch); alone, EpochShuffle does the same
+            epoch = trainer.current_epoch if trainer is not None else 0
+            sampler = EpochShuffle(self.datasets[split], self.cfg.seed, epoch)
         return DataLoader(
             self.datasets[split],
             batch_size=self.cfg.batch_size,
-            shuffle=split == "train",
+            shuffle=split == "train" and sampler is None,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             drop_last=False,

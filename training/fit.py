@@ -99,6 +99,14 @@ class ProgressFile(L.Callback):
         }
         self.write(**self._position(trainer), metrics=val, history=self.state["history"] + [entry])
 
+    def state_dict(self) -> dict:
+        """Saved in last.ckpt: a resumed run still knows the epochs before the break (best-epoch metrics)."""
+        return {"val_history": self.val_history, "history": self.state["history"]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.val_history = list(state_dict.get("val_history", []))
+        self.state["history"] = list(state_dict.get("history", []))
+
     def on_exception(self, trainer, pl_module, exception) -> None:
         cancelled = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
         self.write(done=True, error="cancelled" if cancelled else f"{type(exception).__name__}: {exception}")
@@ -185,14 +193,24 @@ def train(
         dm.embedder = task.model
 
     ckpt_dir = out_dir / "lightning"
-    best_cb = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor=task.monitor, mode=task.mode, save_top_k=1, save_last=True
-    )
-    callbacks = [
-        best_cb,
-        EarlyStopping(monitor=task.monitor, mode=task.mode, patience=cfg.patience),
-        progress,
-    ]
+    has_val = len(dm.split["val"] if classify else dm.frames["val"]) > 0
+    if not has_val:  # val_fraction 0: every location trains, nothing to validate on
+        limit_val_batches = 0
+    select_best = cfg.select_best and has_val
+    if select_best:
+        best_cb = ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor=task.monitor,
+            mode=task.mode,
+            save_top_k=1,
+            save_last=True,
+        )
+        callbacks = [best_cb, EarlyStopping(monitor=task.monitor, mode=task.mode, patience=cfg.patience)]
+    else:  # fixed max_epochs, last weights (honest when val is a CV fold); last.ckpt still allows resuming
+        best_cb = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True)
+        callbacks = [best_cb]
+    callbacks.append(progress)
     on_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     trainer = L.Trainer(
         accelerator=accelerator,
@@ -232,9 +250,13 @@ def train(
     seconds = time.perf_counter() - start
 
     if trainer.is_global_zero:
-        if best_cb.best_model_path:
+        if select_best and best_cb.best_model_path:
             task.load_state_dict(_lightning_state(Path(best_cb.best_model_path))["state_dict"])
-        found = _best_metrics(progress.val_history, task.monitor, task.mode)
+        if select_best:
+            found = _best_metrics(progress.val_history, task.monitor, task.mode)
+        else:
+            last_val = progress.val_history[-1] if progress.val_history else {}
+            found = {k.removeprefix("val/"): v for k, v in last_val.items()}
         found.update(
             train_seconds=round(seconds, 2),
             train_locations=len(dm.datasets["train"]),

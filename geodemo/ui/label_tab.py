@@ -58,6 +58,11 @@ def _point(lat, lon) -> dict:
     return {"lat": float(lat), "lon": float(lon)} if ok else {"lat": None, "lon": None}
 
 
+def _raw(value):
+    """Preprocess of the coordinate inputs: the value as sent (number, text or None)."""
+    return value
+
+
 def list_locations(folder: Path) -> list[str]:
     """Location ids (sub-folders holding at least one view) of a LUMEN-layout folder, sorted."""
     base = images_dir(folder)
@@ -159,6 +164,10 @@ def build(settings: Settings, checkpoint_state: gr.State) -> dict:
             with gr.Row(equal_height=True):
                 latitude = gr.Number(label="Latitude (°N)", precision=6, elem_id="label-lat")
                 longitude = gr.Number(label="Longitude (°E)", precision=6, elem_id="label-lon")
+                for number in (latitude, longitude):
+                    # Raw value to LabelStore, whose LabelError names a bad one; gr.Number's own
+                    # preprocess would answer an API caller's "45,8" with an opaque processing error.
+                    number.preprocess = _raw
                 town = gr.Dropdown(towns.name.tolist(), value=None, label="Jump to a town", filterable=True)
             suggest_button = gr.Button("Accept the model's suggestion")
             with gr.Row(equal_height=True):

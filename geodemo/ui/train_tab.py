@@ -141,6 +141,14 @@ def build(settings: Settings, manager: JobManager) -> dict:
         job = manager.cancel(job_id)
         return job.status
 
+    @user_errors
+    def resume(job_id):
+        if not job_id:
+            raise gr.Error("Select an interrupted or cancelled training job first.")
+        job = manager.resume(job_id)
+        gr.Info(f"Queued job {job.id}: it continues from the last saved epoch of {job_id}.")
+        return job.id, jobs_frame(manager, "train")
+
     def refresh(job_id, seen):
         return jobs_frame(manager, "train"), *job_view(manager, job_id, seen)
 
@@ -194,6 +202,7 @@ def build(settings: Settings, manager: JobManager) -> dict:
             with gr.Row():
                 start_button = gr.Button("Start training", variant="primary", elem_id="train-start")
                 cancel_button = gr.Button("Cancel job", variant="stop", elem_id="train-cancel")
+                resume_button = gr.Button("Resume job", elem_id="train-resume")
         with gr.Column(scale=3):
             job_id = gr.Textbox(label="Job", interactive=False, elem_id="train-job")
             status = gr.Textbox(label="Status", interactive=False, elem_id="train-status")
@@ -223,6 +232,7 @@ def build(settings: Settings, manager: JobManager) -> dict:
     ]
     start_button.click(start, form, [job_id, table], api_name="start_training")
     cancel_button.click(cancel, job_id, status, api_name="cancel_job")
+    resume_button.click(resume, job_id, [job_id, table], api_name="resume_job")
     table.select(pick, None, job_id, api_visibility="private")
     seen = gr.State("")
     timer = gr.Timer(1.0, active=False)
