@@ -1,4 +1,4 @@
-"""Helpers for the app tests: a tiny random checkpoint over the test backbone, a free port."""
+"""Helpers for the app tests: the running app on a free port."""
 
 from __future__ import annotations
 
@@ -9,28 +9,6 @@ from types import SimpleNamespace
 import pytest
 
 
-def make_tiny_checkpoint(out_dir: Path, prior_csv: Path) -> Path:
-    """A randomly initialised GeoModel (test backbone, 64 px, geocell + region + heading) saved to out_dir."""
-    import torch
-
-    from geodemo.cells import build_grid
-    from geodemo.checkpoint import save_checkpoint
-    from geodemo.geo import load_points_csv
-    from geodemo.model import GeoModel, ModelConfig
-
-    torch.manual_seed(0)
-    lat, lon = load_points_csv(prior_csv)
-    cells = build_grid(lat, lon, spacing_km=50.0)
-    config = ModelConfig(
-        tasks=["geocell", "region", "heading"],
-        backbone="test_efficientnet",
-        weights_source="none",
-        image_size=64,
-        cells=cells.to_dict(),
-    )
-    return save_checkpoint(GeoModel(config, backbone_weights="none"), config, out_dir)
-
-
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:
@@ -39,17 +17,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_server(tmp_path_factory, sample_dir, prior_csv):
-    """The whole app on a free port: tiny random checkpoint, temporary labels/jobs/checkpoint folders.
+def app_server(tmp_path_factory, sample_dir):
+    """The whole app on a free port, on the bundled default checkpoint (what ships; the README screenshots
+    come from these tests), with temporary labels/jobs/checkpoint folders.
 
     Yields a SimpleNamespace(url, settings, demo). Started once per test session and shared.
     """
+    from geodemo.checkpoint import DEFAULT_CHECKPOINT
     from geodemo.ui import build_app, launch
     from geodemo.ui.settings import EXAMPLES_DIR, Settings
 
     root = tmp_path_factory.mktemp("app")
     settings = Settings(
-        default_checkpoint=make_tiny_checkpoint(root / "tiny", prior_csv),
+        default_checkpoint=DEFAULT_CHECKPOINT,
         labels_dir=root / "labels",
         jobs_dir=root / "jobs",
         checkpoints_dir=root / "checkpoints",

@@ -3,6 +3,7 @@
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -146,7 +147,7 @@ def test_job_form_is_validated(client):
 def test_no_file_outside_the_allowed_roots_is_served(app_server):
     for target in (
         "/etc/passwd",
-        str(app_server.settings.default_checkpoint / "config.json"),
+        str(Path(__file__).resolve().parents[1] / "app.py"),  # the repo itself, outside assets/
         str(app_server.settings.jobs_dir),
     ):
         url = f"{app_server.url}/gradio_api/file={target}"
