@@ -6,10 +6,14 @@ called on a pre-made (V, 3, S, S) tensor under `torch.inference_mode`, once NCHW
 and once channels_last ("backbone_cl": the layout predict's HWC->CHW permute hands the model, and faster
 on CPU). The three alternate within each repetition; the ratio is p50(predict) / p50(reference) (target
 <= 1.5 for 4 views), plus the median of per-repetition ratios.
-Run: `python benchmarks/bench_predict.py [--repeats N] [--threads N]`.
+The backbone inside predict runs on the engine GEODEMO_ENGINE picks (--engine sets it; default auto: ONNX
+Runtime where installed); the references are always eager PyTorch.
+Run: `python benchmarks/bench_predict.py [--repeats N] [--threads N] [--engine auto|onnx|torch]`.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -30,7 +34,8 @@ from geodemo.predict import Predictor
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], repeats=15)
+    args = parse_args(__doc__.splitlines()[0], repeats=15, engine="auto")
+    os.environ["GEODEMO_ENGINE"] = args.engine
     path, note = checkpoint_path()
     predictor = Predictor.load(path)
     backbone, size = predictor.model.backbone, predictor.config.image_size
@@ -67,12 +72,14 @@ def main() -> None:
         rows.append([n_views, pred["p50_ms"], pred["p95_ms"], ref["p50_ms"], ref["p95_ms"], ref_cl["p50_ms"],
                      ratio, ratio_cl, parts["decode"], parts["resize"], parts["forward"], parts["post"]])
 
-    print(f"checkpoint: {note}; image size {size}; threads {torch.get_num_threads()}\n")
+    print(f"checkpoint: {note}; image size {size}; threads {torch.get_num_threads()}; "
+          f"predict engine {predictor.engine}\n")
     print(table(["views", "predict p50 ms", "predict p95 ms", "backbone p50 ms", "backbone p95 ms",
                  "backbone_cl p50 ms", "ratio p50", "ratio vs cl", "decode ms", "resize ms", "forward ms",
                  "post ms"], rows))
-    out = write_result("predict_latency", {"checkpoint": note, "image_size": size, "repeats": args.repeats,
-                                           "target_ratio": 1.5, "results": results})
+    name = "predict_latency" if args.engine == "auto" else f"predict_latency_{args.engine}"
+    out = write_result(name, {"checkpoint": note, "image_size": size, "repeats": args.repeats,
+                              "engine": predictor.engine, "target_ratio": 1.5, "results": results})
     print(f"\nwrote {out}")
 
 

@@ -2,6 +2,7 @@
 
 The hot path is decode (JPEG draft mode) -> crop/resize (cv2) -> normalise (numpy) -> ONE batched forward
 pass of every present view -> numpy post-processing. Nothing else, so latency stays near the backbone's.
+That backbone pass runs on ONNX Runtime where it is installed (see geodemo.onnx_engine; GEODEMO_ENGINE).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from geodemo.data import VIEW_HEADINGS, read_locations, view_paths
 from geodemo.geo import COUNTY_CODES, XYStats, county_index, county_names, from_3765, to_3765
 from geodemo.images import load_rgb
 from geodemo.model import POINT_TASKS, GeoModel, ModelConfig
+from geodemo.onnx_engine import engine_setting, onnx_backbone
 
 TOP_CELLS = 10
 _DIRECTIONS = {"north": 0, "east": 90, "south": 180, "west": 270}
@@ -119,6 +121,8 @@ class Predictor:
 
     def __init__(self, model: GeoModel, config: ModelConfig, name: str = "model", path: Path | None = None):
         self.model, self.config, self.name, self.path = model.eval(), config, name, path
+        self._onnx = None  # an OnnxBackbone replacing model.backbone in _forward (see load)
+        self.engine = "torch"  # which engine runs the backbone: "torch" or "onnx"
         self.cells = None
         if config.cells:
             from geodemo.cells import CellSet
@@ -145,15 +149,21 @@ class Predictor:
 
     @classmethod
     def load(cls, path=DEFAULT_CHECKPOINT) -> Predictor:
-        """Load a checkpoint once per process; a checkpoint rewritten in place is reloaded."""
+        """Load a checkpoint once per process; a checkpoint rewritten in place is reloaded.
+
+        The backbone runs on ONNX Runtime unless GEODEMO_ENGINE=torch or the export fails (then PyTorch).
+        """
         path = Path(path).resolve()
         weights = path / "model.safetensors"
-        key = (path, weights.stat().st_mtime_ns if weights.exists() else 0)
+        key = (path, weights.stat().st_mtime_ns if weights.exists() else 0, engine_setting())
         with cls._lock:
             if key not in cls._cache:
                 model, config = load_checkpoint(path, expect_tasks=list(POINT_TASKS))
                 cls._cache = {k: v for k, v in cls._cache.items() if k[0] != path}  # drop stale versions
-                cls._cache[key] = cls(model, config, path.name, path)
+                predictor = cls(model, config, path.name, path)
+                predictor._onnx = onnx_backbone(model.backbone, path, config.image_size)
+                predictor.engine = "torch" if predictor._onnx is None else "onnx"
+                cls._cache[key] = predictor
             return cls._cache[key]
 
     # ------------------------------------------------------------ preprocessing
@@ -203,7 +213,13 @@ class Predictor:
         if self.config.tta_flip:
             mirrored, mirror_mask = self._tensors(crops, mirror=True)
             images, mask = torch.cat([images, mirrored]), torch.cat([mask, mirror_mask])
-        out = self.model.forward_features(self.model.embed_present(images, mask), mask)
+        if self._onnx is None:
+            feats = self.model.embed_present(images, mask)
+        else:  # as embed_present: present views' features scattered into (B, V, D), zeros where missing
+            present = self._onnx(images)
+            feats = present.new_zeros(*mask.shape, present.shape[-1])
+            feats[mask] = present
+        out = self.model.forward_features(feats, mask)
         out = {k: v.float().numpy() for k, v in out.items()}
         for key in ("geocell", "region"):
             if key in out:

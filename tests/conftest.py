@@ -1,12 +1,15 @@
 """Shared test fixtures: real sample data, offline settings, tiny budgets."""
 
 import os
+import tempfile
 from pathlib import Path
 
 # Hub access must never be needed: tests run offline, as CI does.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Exported ONNX backbones (geodemo.onnx_engine) go to a throwaway cache, not the user's ~/.cache.
+os.environ.setdefault("GEODEMO_CACHE_DIR", tempfile.mkdtemp(prefix="geodemo-test-cache-"))
 
 import pytest  # noqa: E402
 

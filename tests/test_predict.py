@@ -172,3 +172,45 @@ def test_refuses_a_classifier_checkpoint(tmp_path):
     path = save_checkpoint(build_model(config), config, tmp_path / "cls")
     with pytest.raises(CheckpointError, match="for task classify"):
         Predictor.load(path)
+
+
+def _same_prediction(a: Prediction, b: Prediction) -> None:
+    assert a.latitude == pytest.approx(b.latitude, abs=1e-4)
+    assert a.longitude == pytest.approx(b.longitude, abs=1e-4)
+    assert a.county_probabilities == pytest.approx(b.county_probabilities, abs=1e-4)
+    np.testing.assert_allclose(a.cell_probabilities, b.cell_probabilities, atol=1e-4)
+    assert a.headings == pytest.approx(b.headings, abs=1e-2)
+
+
+def test_onnx_and_torch_engines_agree(make_predictor, location, monkeypatch):
+    """The ONNX backbone is the default where onnxruntime is installed; GEODEMO_ENGINE=torch turns it off."""
+    pytest.importorskip("onnxruntime")
+    onnx = make_predictor()
+    assert onnx.engine == "onnx"
+    monkeypatch.setenv("GEODEMO_ENGINE", "torch")
+    eager = Predictor.load(onnx.path)
+    assert eager is not onnx and eager.engine == "torch"
+    for views in (location, {90: location[90], 270: location[270]}):
+        _same_prediction(onnx.predict(views), eager.predict(views))
+
+
+def test_a_corrupt_cached_onnx_file_is_rebuilt(make_predictor, location, monkeypatch, tmp_path):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("GEODEMO_CACHE_DIR", str(tmp_path))
+    first = make_predictor()
+    (cached,) = (tmp_path / "onnx").glob("*.onnx")
+    cached.write_bytes(b"not an onnx model")
+    save_checkpoint(first.model, first.config, first.path)  # rewritten in place: load() loads it again
+    again = Predictor.load(first.path)
+    assert again is not first and again.engine == "onnx"
+    assert cached.stat().st_size > 100
+    _same_prediction(again.predict(location), first.predict(location))
+
+
+def test_an_unwritable_cache_falls_back_to_torch(make_predictor, location, monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("GEODEMO_CACHE_DIR", str(blocker))
+    predictor = make_predictor()
+    assert predictor.engine == "torch"
+    assert 42 <= predictor.predict(location).latitude <= 47

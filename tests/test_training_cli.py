@@ -130,7 +130,8 @@ def test_every_geo_task_trains_and_evaluates(task, tiny, tmp_path):
 
 def test_training_on_every_location_keeps_the_last_weights(tiny, tmp_path):
     """The default checkpoint's recipe: no validation split, fixed epochs, last weights."""
-    cfg = TrainConfig(tasks=tasks_for("multi"), val_fraction=0.0, select_best=False, **{**TINY, "max_epochs": 2})
+    recipe = {**TINY, "max_epochs": 2}
+    cfg = TrainConfig(tasks=tasks_for("multi"), val_fraction=0.0, select_best=False, **recipe)
     ckpt = train(tiny, tmp_path / "all", cfg, cache_dir=tmp_path / "cache", enable_progress_bar=False)
     config = json.loads((ckpt / "config.json").read_text())
     assert config["metrics"]["train_locations"] == 10 and config["metrics"]["val_locations"] == 0

@@ -11,6 +11,7 @@ from geodemo.ui.settings import Settings
 from geodemo.ui.train_tab import PROGRESS_CSS
 
 MAX_FILE_SIZE = "25mb"
+CONCURRENCY = 2  # queued events that run at once (launch); app.py sizes torch's thread pool by it
 CSS = """
 .gradio-container { max-width: 1280px !important; }
 footer { display: none !important; }
@@ -73,5 +74,5 @@ def launch_kwargs(demo: gr.Blocks) -> dict:
 
 def launch(demo: gr.Blocks, **overrides):
     """Queue (two events at a time; one model call at a time per concurrency id) and launch."""
-    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     return demo.launch(**{**launch_kwargs(demo), **overrides})
