@@ -22,7 +22,7 @@ from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from geodemo.data import VIEW_HEADINGS, read_locations, view_paths
 from geodemo.geo import COUNTY_CODES, XYStats, county_index, county_names, from_3765, to_3765
 from geodemo.images import load_rgb
-from geodemo.model import POINT_TASKS, GeoModel, ModelConfig
+from geodemo.model import POINT_TASKS, ClassifierModel, GeoModel, ModelConfig
 from geodemo.onnx_engine import engine_setting, onnx_backbone
 
 TOP_CELLS = 10
@@ -111,6 +111,46 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def _jet(x: np.ndarray) -> np.ndarray:
     """(H, W) in [0, 1] -> (H, W, 3) float RGB in [0, 1], a jet-like blue -> red ramp."""
     return np.clip(1.5 - np.abs(4.0 * x[..., None] - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
+
+
+def grad_cam(fmap: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """Grad-CAM maps (N, h, w) >= 0 of a scalar ``target`` computed from ``fmap`` (N, D, h, w).
+
+    Each channel is weighted by its spatially averaged gradient (Selvaraju et al. 2017).
+    """
+    (grad,) = torch.autograd.grad(target, fmap)
+    return torch.relu((grad.mean((2, 3), keepdim=True) * fmap).sum(1)).detach().numpy()
+
+
+def cam_overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend a (h, w) Grad-CAM map, upsampled and scaled to [0, 1], over an (H, W, 3) uint8 image."""
+    heat = cv2.resize(cam, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    heat = heat / heat.max() if heat.max() > 0 else heat
+    blend = (1 - alpha) * rgb.astype(np.float32) + alpha * 255.0 * _jet(heat)
+    return blend.clip(0, 255).astype(np.uint8)
+
+
+def classify_gradcam(model: ClassifierModel, config: ModelConfig, image, alpha: float = 0.45):
+    """Top class of one image for a classify checkpoint, and the Grad-CAM overlay of what decided it.
+
+    Args:
+        image: anything load_rgb takes (path, bytes, PIL image, array).
+
+    Returns:
+        (class name, (S, S, 3) uint8 overlay of the model's input crop, S = config.image_size).
+    """
+    size = config.image_size
+    rgb = _square_resize(load_rgb(image, min_side=size), size)
+    mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
+    x = (rgb.astype(np.float32) / 255.0 - mean) / std  # as geodemo.data's eval transform normalises
+    images = torch.from_numpy(x).permute(2, 0, 1)[None].contiguous()
+    model.eval()
+    with torch.inference_mode(False), torch.enable_grad():
+        fmap = model.feature_map(images)
+        logits = model.forward_map(fmap)["classify"][0]
+        top = int(logits.argmax())
+        cam = grad_cam(fmap, logits[top])
+    return config.class_names[top], cam_overlay(rgb, cam[0], alpha)
 
 
 class Predictor:
@@ -418,14 +458,5 @@ class Predictor:
             per_view[mask] = feats
             out = self.model.forward_features(per_view, mask)
             key = next((k for k in ("geocell", "region") if k in out), None)
-            target = out[key][0].max() if key else out["coords"].norm()
-            (grad,) = torch.autograd.grad(target, fmap)
-        cam = torch.relu((grad.mean((2, 3), keepdim=True) * fmap).sum(1)).detach().numpy()  # (P, h, w)
-        overlays = {}
-        for i, v in enumerate(sorted(crops)):
-            rgb = crops[v]
-            heat = cv2.resize(cam[i], (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-            heat = heat / heat.max() if heat.max() > 0 else heat
-            blend = (1 - alpha) * rgb.astype(np.float32) + alpha * 255.0 * _jet(heat)
-            overlays[v] = blend.clip(0, 255).astype(np.uint8)
-        return overlays
+            cam = grad_cam(fmap, out[key][0].max() if key else out["coords"].norm())  # (P, h, w)
+        return {v: cam_overlay(crops[v], cam[i], alpha) for i, v in enumerate(sorted(crops))}

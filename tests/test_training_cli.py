@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from geodemo.images import load_rgb
 from training import cache as emb
 from training.config import TrainConfig, tasks_for
 from training.evaluate import CONTRACT_KEYS, evaluate
@@ -99,10 +100,14 @@ def test_cli_train_evaluate_predict(tiny, tmp_path, prior_csv):
         "pred_county",
     } <= set(table.columns)
 
-    r = cli("predict", "--checkpoint", ckpt, "--data", tiny, "--out", tmp_path / "preds.csv")
+    cams = tmp_path / "cams"
+    gradcam = ("--gradcam-dir", cams, "--gradcam-limit", "1")
+    r = cli("predict", "--checkpoint", ckpt, "--data", tiny, "--out", tmp_path / "preds.csv", *gradcam)
     assert r.returncode == 0, r.stderr[-2000:]
     preds = pd.read_csv(tmp_path / "preds.csv")
     assert list(preds.columns) == ["uuid", "latitude", "longitude"] and len(preds) == 10
+    first = preds.uuid[0]  # one overlay per view of the first location, named <uuid>_<heading>.jpg
+    assert sorted(p.name for p in cams.iterdir()) == sorted(f"{first}_{h}.jpg" for h in (0, 90, 180, 270))
 
     from training.export import export_onnx  # ONNX export checks onnxruntime against eager PyTorch itself
 
@@ -168,9 +173,17 @@ def test_classify_train_evaluate_predict(tmp_path):
     ckpt = train(data, tmp_path / "clf", cfg, enable_progress_bar=False)
     metrics, _ = evaluate(ckpt, data)
     assert set(metrics) == {"count", "accuracy", "macro_f1"} and metrics["count"] == 8
-    r = cli("predict", "--checkpoint", ckpt, "--data", data, "--out", tmp_path / "sub.csv")
+    cams = tmp_path / "cams"
+    out = tmp_path / "sub.csv"
+    r = cli("predict", "--checkpoint", ckpt, "--data", data, "--out", out, "--gradcam-dir", cams)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert list(pd.read_csv(tmp_path / "sub.csv").columns) == ["Id", "Category"]
+    submission = pd.read_csv(tmp_path / "sub.csv")
+    assert list(submission.columns) == ["Id", "Category"]
+    overlays = sorted(cams.glob("*.jpg"))  # <stem>_<class>.jpg, the class agreeing with the submission
+    assert len(overlays) == len(submission) == 8
+    expected = {f"{i}_{c}.jpg" for i, c in zip(submission.Id, submission.Category)}
+    assert {o.name for o in overlays} == expected
+    assert load_rgb(overlays[0]).shape == (64, 64, 3)
     with pytest.raises(ValueError, match="MB limit"):
         train(data, tmp_path / "big", TrainConfig(tasks=["classify"], max_size_mb=0.01, **TINY))
 

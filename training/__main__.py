@@ -304,6 +304,11 @@ def _predict(args) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     print(f"wrote {len(table)} predictions to {args.out}")
+    if args.gradcam_dir:
+        from training.evaluate import write_gradcams
+
+        written = write_gradcams(checkpoint, args.data, args.gradcam_dir, limit=args.gradcam_limit)
+        print(f"wrote {len(written)} Grad-CAM overlays to {args.gradcam_dir}")
 
 
 def _validate(args) -> int:
@@ -351,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, type=Path, help="CSV file to write")
     pr.add_argument("--batch-size", type=int, default=16, help="locations per forward pass")
     pr.add_argument("--progress-file", type=Path, help="JSON file kept up to date with progress")
+    pr.add_argument(
+        "--gradcam-dir",
+        type=Path,
+        help="also write Grad-CAM overlays (what decided the top class / cell) as JPEGs here",
+    )
+    pr.add_argument("--gradcam-limit", type=int, help="Grad-CAM for the first N images / locations only")
     v = sub.add_parser(
         "validate-data", help="check a dataset; exit 1 on any error (--strict: on warnings too)"
     )

@@ -13,7 +13,7 @@ import torch
 
 from geodemo import geo
 from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, read_config
-from geodemo.data import VIEW_HEADINGS, LocationDataset, build_transform, read_locations
+from geodemo.data import VIEW_HEADINGS, LocationDataset, build_transform, read_locations, view_paths
 from geodemo.images import load_rgb
 from geodemo.model import POINT_TASKS
 from geodemo.predict import Predictor
@@ -174,3 +174,29 @@ def predict_images(checkpoint, folder) -> pd.DataFrame:
         raise ValueError(f"{folder} holds no images (.jpg, .png, ...); point --data at a folder of images.")
     names, pred = _classify_files(checkpoint, files)
     return pd.DataFrame({"Id": [f.stem for f in files], "Category": [names[k] for k in pred]})
+
+
+def write_gradcams(checkpoint, data, out_dir, limit: int | None = None) -> list[Path]:
+    """Grad-CAM overlays as JPEGs in ``out_dir``: ``<stem>_<class>.jpg`` per image for a classify
+    checkpoint (``data`` a folder of images), ``<uuid>_<heading>.jpg`` per view for a geo checkpoint."""
+    from geodemo.images import encode_jpeg
+    from geodemo.predict import classify_gradcam
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if read_config(checkpoint).tasks == ["classify"]:
+        model, config = load_checkpoint(checkpoint, expect_tasks=["classify"])
+        files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        for f in files:
+            name, overlay = classify_gradcam(model, config, f)
+            written.append(out_dir / f"{f.stem}_{name}.jpg")
+            written[-1].write_bytes(encode_jpeg(overlay))
+        return written
+    predictor = Predictor.load(checkpoint)
+    for uuid in read_locations(data)["uuid"].iloc[:limit]:
+        files = view_paths(data, uuid)  # view index -> file; Predictor takes a list in N, E, S, W order
+        for v, overlay in predictor.gradcam([files.get(v) for v in range(len(VIEW_HEADINGS))]).items():
+            written.append(out_dir / f"{uuid}_{VIEW_HEADINGS[v]}.jpg")
+            written[-1].write_bytes(encode_jpeg(overlay))
+    return written
