@@ -179,3 +179,14 @@ def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def stop(process, grace_s: float = 10.0) -> None:
+    """Terminate a subprocess (the app under test), killing it if it does not exit within grace_s."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -36,6 +36,7 @@ from _common import (
     paired_ratio,
     parse_args,
     sample_uuids,
+    stop,
     summary,
     table,
     write_result,
@@ -131,11 +132,7 @@ def main() -> None:
         times = interleaved(subjects, args.repeats, args.warmup)
         times["server"] = server_ms[args.warmup:]
     finally:
-        app.terminate()
-        try:
-            app.wait(10)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        stop(app)
 
     stats = {name: summary(t) for name, t in times.items()}
     ref = stats["backbone"]["p50_ms"]

@@ -26,6 +26,7 @@ from _common import (
     memory_status,
     parse_args,
     sample_uuids,
+    stop,
     table,
     write_result,
 )
@@ -80,11 +81,7 @@ def start_and_predict(checkpoint: Path, views: list[str]) -> dict:
                 "peak_rss_mb": memory["VmHWM_mb"], "anon_rss_mb": memory["RssAnon_mb"],
                 "file_rss_mb": memory["RssFile_mb"]}
     finally:
-        app.terminate()
-        try:
-            app.wait(10)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        stop(app)
         log.close()
 
 

@@ -17,6 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SAMPLE_DIR = SHARED / "data" / "lumen-sample"
 PRIOR_CSV = SHARED / "data" / "lumen-coords.csv"
+# The /predict JSON contract fixed by the issues (spelled out here, not imported from the code under test).
+PREDICT_CONTRACT = frozenset(
+    {"latitude", "longitude", "county", "county_probabilities"}
+    | {"top_cells", "headings", "model", "elapsed_ms"}
+)
 
 
 @pytest.fixture(scope="session")

@@ -6,21 +6,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import PREDICT_CONTRACT
 from gradio_client import Client, handle_file
 
 from geodemo.data import read_locations, validate_dataset, view_paths
 
 pytest_plugins = ["app_fixtures"]
-CONTRACT = {
-    "latitude",
-    "longitude",
-    "county",
-    "county_probabilities",
-    "top_cells",
-    "headings",
-    "model",
-    "elapsed_ms",
-}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,7 @@ def _in_croatia_bbox(result):
 
 def test_predict_four_views_returns_the_contract(client, views):
     result = client.predict(*views, api_name="/predict")
-    assert set(result) == CONTRACT
+    assert set(result) == PREDICT_CONTRACT
     assert _in_croatia_bbox(result) and result["elapsed_ms"] > 0
     assert abs(sum(result["county_probabilities"].values()) - 1) < 1e-3
     assert set(result["headings"]) == {"0", "90", "180", "270"}

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import shapely
+from conftest import PREDICT_CONTRACT
 from PIL import Image
 
 from geodemo.cells import CellSet, build_grid
@@ -16,16 +17,6 @@ from geodemo.model import ModelConfig, build_model
 from geodemo.predict import Prediction, Predictor
 
 TINY = "test_efficientnet"
-API_KEYS = {
-    "latitude",
-    "longitude",
-    "county",
-    "county_probabilities",
-    "top_cells",
-    "headings",
-    "model",
-    "elapsed_ms",
-}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +72,7 @@ def test_preprocessing_matches_the_eval_transform(predictor, location):
 @pytest.mark.parametrize("keys", [[0], [90, 270], [0, 90, 180, 270]])
 def test_predict_one_two_four_views(predictor, location, keys):
     p = predictor.predict({h: location[h] for h in keys})
-    assert isinstance(p, Prediction) and set(p.to_json()) == API_KEYS
+    assert isinstance(p, Prediction) and set(p.to_json()) == PREDICT_CONTRACT
     json.dumps(p.to_json())  # plain JSON types only
     assert 42 < p.latitude < 47 and 13 < p.longitude < 20
     assert set(p.headings) == {str(h) for h in keys}
