@@ -233,12 +233,23 @@ def _train(args) -> None:
 
 
 def _progress_writer(path, stage: str):
-    """callable(done, total) keeping the spec's progress JSON for non-training stages."""
-    if path is None:
-        return None
+    """callable(done, total): a progress bar on a terminal, and the spec's progress JSON when ``path`` is set.
+
+    The bar hides itself when stderr is not a terminal (jobs started by the app read the JSON instead).
+    """
+    from tqdm.auto import tqdm
+
     from training.fit import write_json_atomic
 
+    bar = tqdm(desc=stage, unit="item", disable=None, leave=False)
+
     def write(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+        if path is None:
+            return
         write_json_atomic(
             path,
             {
@@ -314,7 +325,12 @@ def _predict(args) -> None:
 def _validate(args) -> int:
     from geodemo.data import validate_dataset
 
-    report = validate_dataset(args.dir, tolerance_km=args.tolerance_km, check_images=not args.no_images)
+    report = validate_dataset(
+        args.dir,
+        tolerance_km=args.tolerance_km,
+        check_images=not args.no_images,
+        progress=_progress_writer(None, "checking views"),
+    )
     print(report.format())
     if args.strict and report.warnings:
         return 1
