@@ -1,6 +1,7 @@
 """The app in Debian's headless chromium (Playwright): each tab end to end, and no request leaves the host.
 
-Screenshots go to tests/artifacts/ (and docs/screenshots/<tab>.png for the README).
+Screenshots go to tests/artifacts/; with GEODEMO_UPDATE_SCREENSHOTS=1 also to docs/screenshots/<tab>.png, the
+README's pictures (`GEODEMO_UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest -m browser`).
 """
 
 import os
@@ -65,9 +66,10 @@ def page(browser, app_server):
 
 def _shot(pg, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    DOCS.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    pg.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)
+    if os.environ.get("GEODEMO_UPDATE_SCREENSHOTS") == "1":  # a test run leaves tracked files alone
+        DOCS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)
 
 
 def _upload_views(pg, prefix: str, paths: dict) -> None:
