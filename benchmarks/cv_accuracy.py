@@ -3,8 +3,8 @@
 Honest protocol: folds from ``geodemo.data.kfold_splits(seed=0)``; everything a method learns (cells and
 their weighted centroids, x/y statistics, the mean coordinate, kNN's k, head weights) comes from the four
 training folds only; heads train a FIXED number of epochs and keep the last weights (no early stopping or
-best-epoch choice on the held-out fold). Held-out predictions go through ``geodemo.predict.Predictor``'s
-point logic (``_points``), fed with cached backbone features instead of decoded images; ``--verify``
+best-epoch choice on the held-out fold). Held-out predictions go through the shared point rule
+(``geodemo.readout.Readout``), fed with cached backbone features instead of decoded images; ``--verify``
 checks once that this equals ``training.evaluate.evaluate`` (Predictor on the image files) for one fold.
 
 Frozen-backbone heads train on the embedding cache (training.cache) with the same GeoTask losses, AdamW and
@@ -180,9 +180,9 @@ def predict_heads(task: GeoTask, model_config, frame: pd.DataFrame, ids, bank: F
         out = {k: (v if k.startswith("heading") else (v + mirrored[k]) / 2) for k, v in out.items()}
     out["view_mask"] = mask.numpy()
     predictor = Predictor(task.model, model_config, name="cv")
-    lat, lon, county_p = predictor._points(out)
+    lat, lon, county_p = predictor.readout.points(out)
     table = pd.DataFrame({"uuid": list(ids), "pred_lat": lat, "pred_lon": lon})
-    table["pred_county"] = [predictor._codes[j] for j in county_p.argmax(1)]
+    table["pred_county"] = [predictor.readout.codes[j] for j in county_p.argmax(1)]
     if "heading" in out:
         degrees = np.degrees(np.arctan2(out["heading"][..., 0], out["heading"][..., 1])) % 360.0
         degrees[~out["view_mask"]] = np.nan

@@ -23,7 +23,7 @@ _EXPORTS = {
     "ModelConfig": "model", "GeoModel": "model", "build_model": "model",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "CheckpointError": "checkpoint",
     "DEFAULT_CHECKPOINT": "checkpoint",
-    "Predictor": "predict", "Prediction": "predict",
+    "Predictor": "predict", "Prediction": "predict", "Readout": "readout",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -20,10 +20,11 @@ import torch
 
 from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from geodemo.data import VIEW_HEADINGS, read_locations, view_paths
-from geodemo.geo import COUNTY_CODES, XYStats, county_index, county_names, from_3765, to_3765
+from geodemo.geo import COUNTY_CODES, county_names
 from geodemo.images import load_rgb
 from geodemo.model import POINT_TASKS, ClassifierModel, GeoModel, ModelConfig
 from geodemo.onnx_engine import engine_setting, onnx_backbone
+from geodemo.readout import Readout
 
 TOP_CELLS = 10
 _DIRECTIONS = {"north": 0, "east": 90, "south": 180, "west": 270}
@@ -163,24 +164,9 @@ class Predictor:
         self.model, self.config, self.name, self.path = model.eval(), config, name, path
         self._onnx = None  # an OnnxBackbone replacing model.backbone in _forward (see load)
         self.engine = "torch"  # which engine runs the backbone: "torch" or "onnx"
-        self.cells = None
-        if config.cells:
-            from geodemo.cells import CellSet
-
-            self.cells = CellSet.from_dict(config.cells)
-            self._cell_lat, self._cell_lon = self.cells.centroids(config.weighted_centroids)
-            self._cell_x, self._cell_y = to_3765(self._cell_lat, self._cell_lon)
-        # Column j of every county-probability vector is county config.counties[j].
-        self._codes = list(config.counties)
-        if self.cells is not None:  # each cell's column in that vector (-1: cell outside every county)
-            self._cell_county = np.array(
-                [
-                    self._codes.index(COUNTY_CODES[c]) if c >= 0 and COUNTY_CODES[c] in self._codes else -1
-                    for c in self.cells.county
-                ],
-                dtype=np.int64,
-            )
-        self.xy_stats = XYStats.from_dict(config.xy_stats) if config.xy_stats else None
+        self.readout = Readout(config)  # outputs -> point and county probabilities (shared with training)
+        self.cells, self.xy_stats = self.readout.cells, self.readout.xy_stats
+        self._codes = self.readout.codes
         names = dict(zip(COUNTY_CODES, county_names()))
         self._names = [names.get(code, code) for code in self._codes]
         # (x / 255 - mean) / std as one multiply-add on uint8 pixels: x * scale + shift.
@@ -272,49 +258,8 @@ class Predictor:
         out["view_mask"] = mask[: len(crops)].numpy()
         return out
 
-    def _points(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Outputs -> (lat, lon) (B,) degrees and county probabilities (B, K) in config.counties order."""
-        n_counties = len(self._codes)
-        if "geocell" in out:
-            p = out["geocell"]
-            if self.config.point_mode == "argmax":
-                best = p.argmax(1)
-                lat, lon = self._cell_lat[best], self._cell_lon[best]
-            else:  # probability-weighted mean of the centroids, in metres (EPSG:3765), not degrees
-                lat, lon = from_3765(p @ self._cell_x, p @ self._cell_y)
-        elif "coords" in out:
-            lat, lon = self.xy_stats.invert(out["coords"])
-        else:
-            x, y = self._county_xy()
-            lat, lon = from_3765(out["region"] @ x, out["region"] @ y)
-        lat, lon = np.atleast_1d(lat), np.atleast_1d(lon)
-        if "region" in out:
-            county_p = out["region"]
-        elif "geocell" in out:  # sum the cell probabilities by the county of each cell
-            known = self._cell_county >= 0
-            county_p = np.stack(
-                [
-                    np.bincount(self._cell_county[known], weights=row[known], minlength=n_counties)
-                    for row in out["geocell"]
-                ]
-            )
-            county_p /= county_p.sum(1, keepdims=True).clip(1e-12)
-        else:  # coords only: all the mass on the county of the point
-            ids = county_index(lat, lon, tolerance_km=np.inf)
-            county_p = np.eye(n_counties)[[self._codes.index(COUNTY_CODES[i]) for i in ids]]
-        return lat, lon, county_p
-
-    def _county_xy(self) -> tuple[np.ndarray, np.ndarray]:
-        """EPSG:3765 centroids (metres) of the counties in config.counties order (region-only models)."""
-        if not hasattr(self, "_county_centroids"):
-            from geodemo.geo import counties
-
-            centroids = counties().set_index("code").to_crs(3765).loc[self._codes].geometry.centroid
-            self._county_centroids = (centroids.x.to_numpy(), centroids.y.to_numpy())
-        return self._county_centroids
-
     def _predictions(self, out: dict[str, np.ndarray], timings: dict, elapsed_ms: float) -> list[Prediction]:
-        lat, lon, county_p = self._points(out)
+        lat, lon, county_p = self.readout.points(out)
         predictions = []
         for b in range(len(lat)):
             order = np.argsort(-county_p[b], kind="stable")
@@ -324,13 +269,13 @@ class Predictor:
                 best = np.argsort(-cell_p, kind="stable")[:TOP_CELLS]
                 top = [
                     {
-                        "latitude": float(self._cell_lat[c]),
-                        "longitude": float(self._cell_lon[c]),
+                        "latitude": float(self.readout.cell_lat[c]),
+                        "longitude": float(self.readout.cell_lon[c]),
                         "probability": float(cell_p[c]),
                     }
                     for c in best
                 ]
-                argmax_cell = (float(self._cell_lat[best[0]]), float(self._cell_lon[best[0]]))
+                argmax_cell = (float(self.readout.cell_lat[best[0]]), float(self.readout.cell_lon[best[0]]))
             headings = {}
             if "heading" in out:
                 sin, cos = out["heading"][b, :, 0], out["heading"][b, :, 1]

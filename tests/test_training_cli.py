@@ -145,6 +145,28 @@ def test_training_on_every_location_keeps_the_last_weights(tiny, tmp_path):
     assert metrics["count"] == 2 and 0 < metrics["mean_km"] < 1000
 
 
+def test_validation_km_equal_evaluate_km_on_the_same_locations(tiny, tmp_path):
+    """Training validation and `evaluate` share one output->point rule (geodemo.readout)."""
+    from geodemo.data import read_locations
+
+    uuids = list(read_locations(tiny)["uuid"])
+    cfg = TrainConfig(tasks=tasks_for("multi"), haversine_tau_km=75.0, **{**TINY, "max_epochs": 2})
+    ckpt = train(
+        tiny,
+        tmp_path / "m",
+        cfg,
+        train_uuids=uuids[:6],
+        val_uuids=uuids[6:],
+        cache_dir=tmp_path / "cache",
+        enable_progress_bar=False,
+    )
+    logged = json.loads((ckpt / "config.json").read_text())["metrics"]
+    found, _ = evaluate(ckpt, tiny, uuids=uuids[6:])
+    assert found["count"] == 4
+    assert logged["mean_km"] == pytest.approx(found["mean_km"], abs=0.05)
+    assert logged["county_acc"] == pytest.approx(found["county_accuracy"])
+
+
 def test_unfrozen_training_runs_on_images_and_resumes(tiny, tmp_path, capsys):
     cfg = TrainConfig(tasks=["geocell"], unfreeze_epoch=0, **TINY)
     out = tmp_path / "unfrozen"

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from geodemo import geo
-from geodemo.cells import CellSet
 from geodemo.model import ClassifierModel, GeoModel, ModelConfig
+from geodemo.readout import Readout
 from training import losses, metrics
 from training.config import TrainConfig
 
@@ -148,30 +148,12 @@ class GeoTask(_Task):
         self.model = GeoModel(config, backbone_weights)
         self.point_task = next((t for t in ("geocell", "coords", "region") if t in config.tasks), None)
         self.monitor = "val/mean_km" if self.point_task else "val/heading_maae"
-        f64 = torch.float64
-        if "geocell" in config.tasks:
-            cells = CellSet.from_dict(config.cells)
-            lat, lon = cells.centroids(weighted=config.weighted_centroids)
-            x, y = geo.to_3765(lat, lon)
-            county = np.asarray(cells.county)
-            onehot = np.zeros((len(cells), len(config.counties)))
-            onehot[np.flatnonzero(county >= 0), county[county >= 0]] = 1.0
-            # non-persistent: derived from config.json, not weights
-            for name, value in (
-                ("cell_lat", lat),
-                ("cell_lon", lon),
-                ("cell_x", x),
-                ("cell_y", y),
-                ("cell_county", onehot),
-            ):
-                self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=f64), persistent=False)
-        if self.point_task == "region":
-            frame = geo.counties().to_crs(3765)
-            cx, cy = frame.geometry.centroid.x.to_numpy(), frame.geometry.centroid.y.to_numpy()
-            self.register_buffer(
-                "county_xy", torch.as_tensor(np.stack([cx, cy], 1), dtype=f64), persistent=False
-            )
-        self.xy_stats = geo.XYStats.from_dict(config.xy_stats) if config.xy_stats else None
+        # Validation turns outputs into points exactly as serving does (geodemo.readout), so val/mean_km here
+        # is what `evaluate` reports for the same locations.
+        self.readout = Readout(config)
+        if "geocell" in config.tasks:  # centroids for the haversine-smoothed targets (non-persistent: config)
+            for name, value in (("cell_lat", self.readout.cell_lat), ("cell_lon", self.readout.cell_lon)):
+                self.register_buffer(name, torch.as_tensor(value, dtype=torch.float64), persistent=False)
 
     def forward_batch(self, batch: dict) -> dict:
         """Heads on cached features (``feats`` (B, V, D)) or on images (``views`` (B, V, 3, H, W))."""
@@ -210,26 +192,13 @@ class GeoTask(_Task):
         return parts
 
     def collect(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
-        """Per-batch tensors for epoch metrics: predicted points (EPSG:3765 m), counties, heading errors."""
+        """Per-batch tensors for epoch metrics: truth, head probabilities / coords, heading errors."""
         rows = {"lat": batch["lat"].double(), "lon": batch["lon"].double(), "county_true": batch["county"]}
-        county_prob = None
-        if self.point_task == "geocell":
-            prob = torch.softmax(out["geocell"].double(), dim=1)  # (B, C)
-            best = prob.argmax(1)
-            rows["x"], rows["y"] = prob @ self.cell_x, prob @ self.cell_y
-            rows["x_argmax"], rows["y_argmax"] = self.cell_x[best], self.cell_y[best]
-            county_prob = prob @ self.cell_county  # (B, 21) summed cell probability by county
-        elif self.point_task == "coords":
-            s = self.xy_stats
-            xy = out["coords"].double()
-            rows["x"], rows["y"] = xy[:, 0] * s.std_x + s.mean_x, xy[:, 1] * s.std_y + s.mean_y
-        elif self.point_task == "region":
-            xy = torch.softmax(out["region"].double(), dim=1) @ self.county_xy
-            rows["x"], rows["y"] = xy[:, 0], xy[:, 1]
-        if "region" in out:
-            county_prob = out["region"]
-        if county_prob is not None:
-            rows["county_pred"] = county_prob.argmax(1)
+        for key in ("geocell", "region"):
+            if key in out:
+                rows[key] = torch.softmax(out[key].double(), dim=1)  # (B, C) / (B, K)
+        if "coords" in out:
+            rows["coords"] = out["coords"].double()  # (B, 2) standardised EPSG:3765
         if "heading" in out:
             sin, cos = out["heading"].double().unbind(-1)
             pred = torch.rad2deg(torch.atan2(sin, cos)) % 360.0
@@ -240,23 +209,19 @@ class GeoTask(_Task):
     def summarise(self, g: dict[str, np.ndarray]) -> dict[str, float]:
         """Gathered per-location arrays -> logged metrics (val/mean_km, val/acc_25km, val/county_acc, ...)."""
         out = {}
-        if "x" in g:
-            modes = {"": ("x", "y")}
-            if "x_argmax" in g:
-                modes = {"_weighted": ("x", "y"), "_argmax": ("x_argmax", "y_argmax")}
-                primary = "_argmax" if self.model_config.point_mode == "argmax" else "_weighted"
-                modes[""] = modes[primary]
-            for suffix, (kx, ky) in modes.items():
-                lat, lon = geo.from_3765(g[kx], g[ky])
+        if self.point_task:
+            heads = {k: g[k] for k in ("geocell", "region", "coords") if k in g}
+            modes = {"": None}  # "" = the config's point rule; a geocell head also logs both rules
+            if "geocell" in heads:
+                modes = {"_weighted": "weighted_mean", "_argmax": "argmax", "": None}
+            for suffix, mode in modes.items():
+                lat, lon, county_p = self.readout.points(heads, mode)
                 summary = metrics.haversine_summary(geo.haversine_km(g["lat"], g["lon"], lat, lon))
                 if suffix:
                     summary = {k: summary[k] for k in ("mean_km", "median_km")}
                 out.update({f"{k}{suffix}": v for k, v in summary.items()})
                 if suffix == "":
-                    pred_county = g.get("county_pred")
-                    if pred_county is None:
-                        pred_county = geo.county_index(lat, lon)
-                    out["county_acc"] = metrics.county_accuracy(g["county_true"], pred_county)
+                    out["county_acc"] = metrics.county_accuracy(g["county_true"], county_p.argmax(1))
         if "heading_err" in g:
             err = g["heading_err"][~np.isnan(g["heading_err"])]
             out["heading_maae"] = float(err.mean()) if err.size else float("nan")
