@@ -136,6 +136,13 @@ def view_paths(root, uuid: str) -> dict[int, Path]:
     return found
 
 
+
+def view_headings(frame: pd.DataFrame) -> np.ndarray:
+    """(N, V) true camera heading of every view slot, degrees clockwise from north: the view's file angle
+    plus the location's optional ``heading`` column (the heading of its 0.jpg; empty = 0)."""
+    offset = frame["heading"].to_numpy(np.float64) if "heading" in frame else np.zeros(len(frame))
+    return (np.nan_to_num(offset)[:, None] + np.array(VIEW_HEADINGS)) % 360.0
+
 # ----------------------------------------------------------------------------------------- validation
 @dataclass
 class Problem:
@@ -396,8 +403,7 @@ class LocationDataset(torch.utils.data.Dataset):
         self.lat = self.frame["latitude"].to_numpy(np.float64)
         self.lon = self.frame["longitude"].to_numpy(np.float64)
         n = len(self.frame)
-        offset = self.frame["heading"].to_numpy(np.float64) if "heading" in self.frame else np.zeros(n)
-        self.heading = (np.nan_to_num(offset)[:, None] + np.array(VIEW_HEADINGS)) % 360  # (N, V) degrees
+        self.heading = view_headings(self.frame)  # (N, V) degrees
         self.county = _county_ids(self.frame, self.lat, self.lon)
         self.cell = cells.assign(self.lat, self.lon).astype(np.int64) if cells is not None else np.full(n, -1)
         self.xy = (xy_stats.standardise(self.lat, self.lon).astype(np.float32) if xy_stats is not None

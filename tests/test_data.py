@@ -246,3 +246,13 @@ def test_kfold_covers_every_location_once():
 
 def test_view_headings_constant():
     assert VIEW_HEADINGS == (0, 90, 180, 270)
+
+
+def test_view_headings_add_the_heading_column_to_each_file_angle():
+    import pandas as pd
+
+    from geodemo.data import view_headings
+
+    frame = pd.DataFrame({"uuid": ["a", "b"], "heading": [30.0, float("nan")]})
+    assert view_headings(frame).tolist() == [[30, 120, 210, 300], [0, 90, 180, 270]]
+    assert view_headings(frame.drop(columns="heading"))[0].tolist() == [0, 90, 180, 270]

@@ -13,7 +13,14 @@ import torch
 
 from geodemo import geo
 from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, read_config
-from geodemo.data import VIEW_HEADINGS, LocationDataset, build_transform, read_locations, view_paths
+from geodemo.data import (
+    VIEW_HEADINGS,
+    LocationDataset,
+    build_transform,
+    read_locations,
+    view_headings,
+    view_paths,
+)
 from geodemo.images import load_rgb
 from geodemo.model import POINT_TASKS
 from geodemo.predict import Predictor
@@ -38,14 +45,6 @@ def _select(data_dir, uuids=None, limit: int | None = None) -> pd.DataFrame:
     if uuids is not None:
         frame = frame[frame["uuid"].isin(set(map(str, uuids)))]
     return (frame.head(limit) if limit else frame).reset_index(drop=True)
-
-
-def _true_headings(frame: pd.DataFrame) -> np.ndarray:
-    """(N, V) true camera heading of each view, degrees (view heading + the optional `heading` column)."""
-    offset = (
-        np.nan_to_num(frame["heading"].to_numpy(np.float64)) if "heading" in frame else np.zeros(len(frame))
-    )
-    return (offset[:, None] + np.array(VIEW_HEADINGS)) % 360.0
 
 
 def summarise_table(table: pd.DataFrame) -> dict:
@@ -118,7 +117,7 @@ def evaluate(
     else:
         pred = _heading_only(path, data_dir, frame, batch_size, progress)
     if "heading" in config.tasks:
-        truth = _true_headings(frame)
+        truth = view_headings(frame)
         for v, h in enumerate(VIEW_HEADINGS):
             table[f"pred_heading_{h}"] = pred[f"heading_{h}"].to_numpy(np.float64)
             table[f"heading_err_{h}"] = metrics.angular_error_deg(table[f"pred_heading_{h}"], truth[:, v])
