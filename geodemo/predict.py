@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from geodemo.data import VIEW_HEADINGS, read_locations, view_paths
+from geodemo.data import VIEW_HEADINGS, build_transform, read_locations, view_paths
 from geodemo.geo import COUNTY_CODES, county_names
 from geodemo.images import load_rgb
 from geodemo.model import POINT_TASKS, ClassifierModel, GeoModel, ModelConfig
@@ -141,10 +141,10 @@ def classify_gradcam(model: ClassifierModel, config: ModelConfig, image, alpha: 
         (class name, (S, S, 3) uint8 overlay of the model's input crop, S = config.image_size).
     """
     size = config.image_size
-    rgb = _square_resize(load_rgb(image, min_side=size), size)
-    mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
-    x = (rgb.astype(np.float32) / 255.0 - mean) / std  # as geodemo.data's eval transform normalises
-    images = torch.from_numpy(x).permute(2, 0, 1)[None].contiguous()
+    rgb = load_rgb(image, min_side=size)
+    # the classify pipeline's own eval transform (as training/evaluate uses), so the CAM explains its input
+    images = build_transform(size, config.mean, config.std, train=False)(image=rgb)["image"][None]
+    rgb = _square_resize(rgb, size)  # the same crop, unnormalised, to draw on
     model.eval()
     with torch.inference_mode(False), torch.enable_grad():
         fmap = model.feature_map(images)
