@@ -303,6 +303,10 @@ def _predict(args) -> None:
     from training.evaluate import predict_images, predict_locations
 
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    if args.panorama:
+        return _predict_panoramas(args, checkpoint)
+    if args.data is None:
+        raise ValueError("predict needs --data DIR (a dataset folder) or --panorama FILE (a 360° image)")
     if read_config(checkpoint).tasks == ["classify"]:
         table = predict_images(checkpoint, args.data)
     else:
@@ -320,6 +324,27 @@ def _predict(args) -> None:
 
         written = write_gradcams(checkpoint, args.data, args.gradcam_dir, limit=args.gradcam_limit)
         print(f"wrote {len(written)} Grad-CAM overlays to {args.gradcam_dir}")
+
+
+def _predict_panoramas(args, checkpoint) -> None:
+    """predict --panorama: one CSV row per panorama (uuid = file stem); the cut views into --views-dir."""
+    import pandas as pd
+
+    from geodemo.images import encode_jpeg
+    from geodemo.panorama import predict_panorama
+    from geodemo.predict import Predictor
+
+    predictor, rows = Predictor.load(checkpoint), []
+    for file in args.panorama:
+        prediction, views = predict_panorama(predictor, file, args.heading, name=str(file))
+        rows.append({"uuid": file.stem, "latitude": prediction.latitude, "longitude": prediction.longitude})
+        if args.views_dir:
+            args.views_dir.mkdir(parents=True, exist_ok=True)
+            for heading, rgb in views.items():
+                (args.views_dir / f"{file.stem}_{heading}.jpg").write_bytes(encode_jpeg(rgb))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["uuid", "latitude", "longitude"]).to_csv(args.out, index=False)
+    print(f"wrote {len(rows)} panorama predictions to {args.out}")
 
 
 def _validate(args) -> int:
@@ -368,7 +393,21 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="predict every location: CSV uuid,latitude,longitude (classify: Id,Category)"
     )
     pr.add_argument("--checkpoint", type=Path, help=ckpt_help)
-    pr.add_argument("--data", required=True, type=Path, help="dataset folder (classify: folder of images)")
+    pr.add_argument("--data", type=Path, help="dataset folder (classify: folder of images)")
+    pr.add_argument(
+        "--panorama",
+        nargs="+",
+        type=Path,
+        help="instead of --data: equirectangular 2:1 360° image(s), each cut into the four training views",
+    )
+    pr.add_argument(
+        "--heading",
+        type=float,
+        default=0.0,
+        help="--panorama: compass heading of the panorama's centre column, degrees clockwise from north "
+        "(Street View panoramas start facing the car's direction)",
+    )
+    pr.add_argument("--views-dir", type=Path, help="--panorama: also write the cut views as JPEGs here")
     pr.add_argument("--out", required=True, type=Path, help="CSV file to write")
     pr.add_argument("--batch-size", type=int, default=16, help="locations per forward pass")
     pr.add_argument("--progress-file", type=Path, help="JSON file kept up to date with progress")
