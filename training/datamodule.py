@@ -7,6 +7,7 @@ x/y normalisation statistics (all from TRAINING points only) and the frozen-back
 from __future__ import annotations
 
 import hashlib
+import random
 from pathlib import Path
 
 import lightning as L
@@ -59,7 +60,26 @@ class EpochShuffle(torch.utils.data.Sampler):
     """
 
     def __init__(self, dataset: Dataset, seed: int, epoch: int = 0):
-        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: seed this worker's albumentations pipeline, numpy and random from its torch seed.
+
+    PyTorch gives every worker its own torch seed (the loader's base seed + worker id), but albumentations
+    keeps a generator inside the transform, which each worker would otherwise inherit unchanged from the
+    parent, so every worker would draw the same crops and jitter.
+    """
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+        self.dataset, self.seed = dataset, seed
+        # the DataLoader's generator: its draw at each epoch's start seeds that epoch's worker processes
+        self.generator = torch.Generator()
+        self.set_epoch(epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -72,6 +92,7 @@ class EpochShuffle(torch.utils.data.Sampler):
         L.seed_everything(seed, workers=True, verbose=False)
         # albumentations keeps its own generator, untouched by global seeds (unseeded = new every run)
         transform = getattr(self.dataset, "transform", None)
+        self.generator.manual_seed(self.seed + 1000 * (epoch + 1) + 1)
         if hasattr(transform, "set_random_seed"):
             transform.set_random_seed(seed)
         yield from torch.randperm(len(self.dataset)).tolist()
@@ -216,7 +237,11 @@ class GeoDataModule(L.LightningDataModule):
             shuffle=split == "train" and sampler is None,
             sampler=sampler,
             num_workers=workers,
-            persistent_workers=workers > 0,
+            # training workers restart each epoch, seeded by (seed, epoch) through the sampler's generator:
+            # so a resumed run draws the same augmentations; persistent ones would carry on their streams
+            persistent_workers=workers > 0 and split != "train",
+            worker_init_fn=seed_worker,
+            generator=sampler.generator if sampler is not None else None,
             drop_last=False,
         )
 
@@ -329,3 +354,5 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
+            worker_init_fn=seed_worker,
+            generator=torch.Generator().manual_seed(self.cfg.seed),
