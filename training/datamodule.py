@@ -51,15 +51,6 @@ def resolve_image_size(cfg: TrainConfig) -> tuple[int, tuple, tuple]:
     return cfg.image_size or spec.image_size, tuple(spec.mean), tuple(spec.std)
 
 
-class EpochShuffle(torch.utils.data.Sampler):
-    """Shuffles by (seed, epoch) and reseeds the RNGs when an epoch's data starts to flow.
-
-    So epoch k draws the same order, augmentations and dropout masks whether the run got there without
-    a break or was killed and resumed from last.ckpt (Lightning restores weights and optimiser, not RNGs).
-    Lightning calls `set_epoch` each epoch; `epoch` is where a resumed run starts.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int, epoch: int = 0):
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn``: seed this worker's albumentations pipeline, numpy and random from its torch seed.
 
@@ -76,6 +67,15 @@ def seed_worker(worker_id: int) -> None:
         transform.set_random_seed(seed)
 
 
+class EpochShuffle(torch.utils.data.Sampler):
+    """Shuffles by (seed, epoch) and reseeds the RNGs when an epoch's data starts to flow.
+
+    So epoch k draws the same order, augmentations and dropout masks whether the run got there without
+    a break or was killed and resumed from last.ckpt (Lightning restores weights and optimiser, not RNGs).
+    Lightning calls `set_epoch` each epoch; `epoch` is where a resumed run starts.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int = 0):
         self.dataset, self.seed = dataset, seed
         # the DataLoader's generator: its draw at each epoch's start seeds that epoch's worker processes
         self.generator = torch.Generator()
@@ -83,6 +83,7 @@ def seed_worker(worker_id: int) -> None:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.generator.manual_seed(self.seed + 1000 * (epoch + 1) + 1)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -92,7 +93,6 @@ def seed_worker(worker_id: int) -> None:
         L.seed_everything(seed, workers=True, verbose=False)
         # albumentations keeps its own generator, untouched by global seeds (unseeded = new every run)
         transform = getattr(self.dataset, "transform", None)
-        self.generator.manual_seed(self.seed + 1000 * (epoch + 1) + 1)
         if hasattr(transform, "set_random_seed"):
             transform.set_random_seed(seed)
         yield from torch.randperm(len(self.dataset)).tolist()
@@ -347,6 +347,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
+            worker_init_fn=seed_worker,
+            generator=torch.Generator().manual_seed(self.cfg.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -354,5 +356,3 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
-            worker_init_fn=seed_worker,
-            generator=torch.Generator().manual_seed(self.cfg.seed),
