@@ -96,6 +96,25 @@ def panorama_views(
     }
 
 
+def views_to_panorama(views: dict[int, np.ndarray], fill: int = 128) -> np.ndarray:
+    """Stitch four 90° views into an equirectangular panorama centred on north (the inverse of the above).
+
+    The views are the side faces of a cube map; above and below them the panorama is grey (`fill`).
+
+    Args:
+        views: {0, 90, 180, 270: (S, S, 3) uint8 view}, all the same size.
+
+    Returns:
+        (2S, 4S, 3) uint8 panorama whose centre column faces north.
+    """
+    import py360convert
+
+    side = views[0].shape[0]
+    grey = np.full((side, side, 3), fill, np.uint8)
+    faces = {"F": views[0], "R": views[90], "B": views[180], "L": views[270], "U": grey, "D": grey}
+    return py360convert.c2e(faces, 2 * side, 4 * side, cube_format="dict").astype(np.uint8)
+
+
 def predict_panorama(predictor, image, centre_heading: float = 0.0, name: str | None = None):
     """Cut a panorama into the training views and predict its location: the path the CLI, API and app share.
 

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pandas as pd
-import py360convert
 import pytest
 
 from geodemo.data import read_locations, view_paths
 from geodemo.images import encode_jpeg, load_rgb
-from geodemo.panorama import PanoramaError, panorama_views, predict_panorama, view_yaw
+from geodemo.panorama import PanoramaError, panorama_views, predict_panorama, view_yaw, views_to_panorama
 from training.__main__ import main
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -25,13 +24,6 @@ def quadrant_panorama(height: int = 512) -> np.ndarray:
     sector = ((az + 45.0) % 360.0 // 90.0).astype(int)  # 0 ahead, 1 right, 2 behind, 3 left
     pano[:] = np.array([RED, GREEN, BLUE, WHITE], np.uint8)[sector][None]
     return pano
-
-
-def cube_panorama(views: dict[int, np.ndarray], side: int) -> np.ndarray:
-    """An equirectangular panorama whose four side cube faces are the given 90° views (top/bottom grey)."""
-    grey = np.full((side, side, 3), 128, np.uint8)
-    faces = {"F": views[0], "R": views[90], "B": views[180], "L": views[270], "U": grey, "D": grey}
-    return py360convert.c2e(faces, 2 * side, 4 * side, cube_format="dict")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +80,7 @@ def test_training_views_abut_at_90_degrees(sample_dir):
 
 def test_round_trip_of_real_views_through_a_panorama(real_views):
     """Views -> equirectangular (as 90° cube faces) -> panorama_views gives back each view, not another."""
-    pano = cube_panorama(real_views, 256)
+    pano = views_to_panorama(real_views)
     cut = panorama_views(pano, 0, size=256)
     for heading, view in cut.items():
         errors = {h: np.abs(view.astype(int) - real_views[h]).mean() for h in real_views}
@@ -131,7 +123,7 @@ def test_predict_panorama_equals_predicting_its_views(real_views):
     from geodemo.predict import Predictor
 
     predictor = Predictor.load()
-    pano = cube_panorama(real_views, 256)
+    pano = views_to_panorama(real_views)
     prediction, views = predict_panorama(predictor, pano, 0)
     direct = predictor.predict(views)
     assert sorted(views) == [0, 90, 180, 270]
@@ -142,7 +134,7 @@ def test_predict_panorama_equals_predicting_its_views(real_views):
 
 def test_cli_predict_panorama(real_views, tmp_path, capsys):
     pano = tmp_path / "street.jpg"
-    pano.write_bytes(encode_jpeg(cube_panorama(real_views, 256)))
+    pano.write_bytes(encode_jpeg(views_to_panorama(real_views)))
     out, crops = tmp_path / "preds.csv", tmp_path / "crops"
     assert main(["predict", "--panorama", str(pano), "--heading", "0", "--out", str(out),
                  "--views-dir", str(crops)]) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from geodemo.jobs import JobManager
-from geodemo.ui import evaluate_tab, label_tab, predict_tab, train_tab
+from geodemo.ui import evaluate_tab, label_tab, panorama_tab, predict_tab, train_tab
 from geodemo.ui.common import theme
 from geodemo.ui.settings import Settings
 from geodemo.ui.train_tab import PROGRESS_CSS
@@ -34,7 +34,11 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
         gr.Markdown(HEADER)
         with gr.Tabs():
             with gr.Tab("Predict", id="predict") as predict_page:
-                predict = predict_tab.build(settings)
+                with gr.Tabs():
+                    with gr.Tab("Four views", id="predict-views"):
+                        predict = predict_tab.build(settings)
+                    with gr.Tab("Panorama", id="predict-panorama"):
+                        panorama_tab.build(predict["checkpoint_state"])
             with gr.Tab("Label", id="label") as label_page:
                 label_tab.build(settings, predict["checkpoint_state"])
             with gr.Tab("Train", id="train") as train_page:

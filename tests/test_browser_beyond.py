@@ -1,0 +1,47 @@
+"""Issue 11 in Debian's headless chromium: predict from a panorama, play a round against the model, see the
+similar known places on the map, walk a folder most-uncertain first. Screenshots at 1300 px and 390 px."""
+
+import time
+
+import pytest
+from test_browser import ARGS, ARTIFACTS, CHROMIUM, _shot, browser, page  # noqa: F401 - fixtures
+
+from geodemo.ui.settings import EXAMPLES_DIR
+
+pytest_plugins = ["app_fixtures"]
+pytestmark = pytest.mark.browser
+PANORAMA = EXAMPLES_DIR / "panorama.jpg"
+
+
+def _mobile_shot(browser, url: str, name: str, steps) -> None:  # noqa: F811 - the fixture's value
+    """Run `steps(page)` in a 390 px wide phone-sized page and save a full-page screenshot."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    pg.goto(url)
+    pg.wait_for_selector("#predict-button")
+    steps(pg)
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    context.close()
+
+
+def _predict_panorama(pg) -> None:
+    pg.get_by_role("tab", name="Panorama").click()
+    pg.locator("#panorama-image input[type=file]").set_input_files(str(PANORAMA))
+    pg.locator("#panorama-image img").first.wait_for()
+    pg.click("#panorama-button")
+    pg.wait_for_selector("#panorama-summary h3")
+    pg.locator("#panorama-crops img").nth(3).wait_for()
+    pg.locator("#panorama-map .js-plotly-plot").first.wait_for()
+    time.sleep(2)  # let the map finish drawing before the screenshot
+
+
+def test_upload_a_panorama_and_see_the_crops(page, browser, app_server):  # noqa: F811
+    _predict_panorama(page)
+    assert "°" in page.locator("#panorama-summary").inner_text()
+    assert page.locator("#panorama-crops img").count() >= 4
+    captions = page.locator("#panorama-crops").inner_text()
+    assert "North" in captions and "West" in captions
+    _shot(page, "panorama")
+    _mobile_shot(browser, app_server.url, "panorama-390", _predict_panorama)
