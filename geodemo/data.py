@@ -223,7 +223,7 @@ def _check_rows(frame: pd.DataFrame, tolerance_km: float, report: ValidationRepo
     for uid, n in Counter(ids).items():
         if n > 1 and uid:
             add(Problem(uid, f"id appears {n} times in data.csv", "give every location its own id"))
-            good[(ids == uid).to_numpy()] = False
+    good[(ids.duplicated(keep=False) & (ids != "")).to_numpy()] = False  # one pass: linear in the rows
     valid = (~lat.isna() & ~lon.isna()).to_numpy().copy()
     out_of_range = valid & ((lat.abs() > 90) | (lon.abs() > 180)).to_numpy()
     for i in np.flatnonzero(out_of_range):

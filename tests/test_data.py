@@ -256,3 +256,20 @@ def test_view_headings_add_the_heading_column_to_each_file_angle():
     frame = pd.DataFrame({"uuid": ["a", "b"], "heading": [30.0, float("nan")]})
     assert view_headings(frame).tolist() == [[30, 120, 210, 300], [0, 90, 180, 270]]
     assert view_headings(frame.drop(columns="heading"))[0].tolist() == [0, 90, 180, 270]
+
+
+def test_duplicate_id_check_is_linear_in_the_rows():
+    """32k rows, every id twice: was rows x duplicates pandas comparisons (33 s); one pass now (~2 s)."""
+    import time
+
+    from geodemo.data import ValidationReport, _check_rows
+
+    n = 32000
+    ids = [f"loc{i // 2}" for i in range(n)]
+    frame = pd.DataFrame({"uuid": ids, "latitude": ["45.8"] * n, "longitude": ["16.0"] * n})
+    report = ValidationReport(root="dups")
+    start = time.perf_counter()
+    good = _check_rows(frame, 5.0, report)
+    assert time.perf_counter() - start < 10.0
+    assert not good.any() and len(report.problems) == n // 2
+    assert report.problems[0].what == "id appears 2 times in data.csv"
