@@ -99,22 +99,44 @@ def _max_diff(engine: OnnxBackbone, backbone: torch.nn.Module, size: int) -> flo
     return float((engine(x) - want).abs().max())
 
 
+def _engine_wanted() -> bool:
+    setting = engine_setting()
+    if setting == "torch":
+        return False
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        if setting == "onnx":
+            log.warning("GEODEMO_ENGINE=onnx but onnxruntime is not installed; using PyTorch")
+        return False
+    return True
+
+
 def onnx_backbone(backbone: torch.nn.Module, checkpoint: Path, size: int) -> OnnxBackbone | None:
     """The checkpoint's backbone on ONNX Runtime, or None where the engine is off or anything fails.
 
     A cached file that will not load or no longer matches PyTorch is exported again, once.
     ORT's intra-op threads follow torch.get_num_threads() at this call.
     """
-    setting = engine_setting()
-    if setting == "torch":
+    if not _engine_wanted():
         return None
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        if setting == "onnx":
-            log.warning("GEODEMO_ENGINE=onnx but onnxruntime is not installed; using PyTorch")
+    return _verified(backbone, cache_dir() / f"{_cache_key(checkpoint)}.onnx", size)
+
+
+def module_backbone(backbone: torch.nn.Module, weights_key: str, size: int) -> OnnxBackbone | None:
+    """A live backbone (no checkpoint on disk, e.g. while filling the embedding cache) on ONNX Runtime.
+
+    Args:
+        weights_key: a digest of the backbone's weights (training.cache.weights_hash); it names the export.
+        size: input side, px.
+    """
+    if not _engine_wanted():
         return None
-    path = cache_dir() / f"{_cache_key(checkpoint)}.onnx"
+    name = hashlib.sha256(f"{_FORMAT}|{weights_key}|{size}".encode()).hexdigest()
+    return _verified(backbone.eval(), cache_dir() / f"{name}.onnx", size)
+
+
+def _verified(backbone: torch.nn.Module, path: Path, size: int) -> OnnxBackbone | None:
     for attempt in range(2):
         try:
             if attempt or not path.exists():

@@ -1,12 +1,17 @@
-"""Frozen-backbone embedding cache: embed each view file once, keep it on disk keyed by content.
+"""Frozen-backbone embedding cache: each view file embedded once, stored in a few memory-mapped arrays.
 
 A key is the sha256 of (backbone name, a hash of the backbone's actual weights, image size, mean/std,
 PREPROCESSING_VERSION, sha1 of the view file's bytes), so any change to the weights, the preprocessing or
 the image content misses the cache. Hashing the live weights (not the weights *source*) also makes
 random-init backbones safe: the same seed gives the same weights and hits; another seed misses.
 
-Each entry is one ``<key>.npy`` of shape (2, D) float32: row 0 the view as is, row 1 the view mirrored
-left-right, so horizontal-flip augmentation still works on cached features.
+Layout under the cache root (``store-v2/``):
+- ``shards/<name>.npy``: (n, D) float32 rows, written whole (temp file + os.replace), then memory-mapped;
+- ``index.csv``: one line ``key,kind,shard,row`` per stored row (kind ``plain`` or ``mirror``, the view
+  flipped left-right), appended under a file lock after its shard exists; a line torn by a kill is ignored
+  by readers and cut off by the next writer, so a kill -9 loses at most the rows not yet indexed;
+- ``files.csv``: ``sha1,size,mtime_ns,path`` of every view file hashed so far: a file whose path, size and
+  mtime are unchanged is not read again.
 """
 
 from __future__ import annotations
@@ -14,18 +19,28 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid as uuidlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from geodemo.data import VIEW_HEADINGS, LocationDataset, view_paths
+from geodemo.data import VIEW_HEADINGS, LocationDataset, build_transform, view_paths
+from geodemo.images import load_rgb
+from geodemo.onnx_engine import engine_setting, module_backbone
 
 PREPROCESSING_VERSION = 1  # bump when geodemo.data's eval transform changes meaning
 MIRROR_VIEWS = [0, 3, 2, 1]  # mirrored panorama: east <-> west (90 <-> 270)
+KINDS = ("plain", "mirror")
+STORE = "store-v2"
+BATCH_CANDIDATES = (4, 8, 16, 32)  # images per forward tried when measuring the batch size
+MEASURE_MIN_VIEWS = 1000  # fewer views to embed than this: not worth measuring, use DEFAULT_BATCH
+DEFAULT_BATCH = 16
+FLUSH_BYTES = 32 << 20  # rows are written as one shard every ~32 MB (what a kill -9 can lose)
 
 
 def default_cache_dir() -> Path:
@@ -34,9 +49,18 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "geodemo" / "embeddings"
 
 
+def default_workers() -> int:
+    """Decode worker processes: every core but one (the backbone uses the rest), at least 1, at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) - 1))
+
+
 def file_sha1(path: Path) -> str:
     """sha1 hex digest of a file's bytes."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def weights_hash(module: torch.nn.Module) -> str:
@@ -48,55 +72,241 @@ def weights_hash(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _key_prefix(backbone: str, weights: str, image_size: int, mean, std) -> str:
+    parts = [backbone, weights, str(image_size), repr(tuple(mean)), repr(tuple(std))]
+    return "|".join([*parts, f"prep{PREPROCESSING_VERSION}", ""])
+
+
 def view_key(backbone: str, weights: str, image_size: int, mean, std, content_sha1: str) -> str:
     """Cache key of one view file under one preprocessing + backbone."""
-    parts = [
-        backbone,
-        weights,
-        str(image_size),
-        repr(tuple(mean)),
-        repr(tuple(std)),
-        f"prep{PREPROCESSING_VERSION}",
-        content_sha1,
-    ]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+    return hashlib.sha256(
+        (_key_prefix(backbone, weights, image_size, mean, std) + content_sha1).encode()
+    ).hexdigest()
+
+
+def _append_lines(path: Path, lines: list[str]) -> None:
+    """Append whole lines (caller holds the lock); first cut off a line torn by a killed writer."""
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            if not tail.endswith(b"\n"):
+                f.truncate(size - len(tail) + tail.rfind(b"\n") + 1)
+        f.seek(0, os.SEEK_END)
+        f.write("".join(lines).encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class _LineLog:
+    """An append-only text file of comma-separated lines, read incrementally (only complete lines)."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def new_lines(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        return data[:end].decode(errors="replace").splitlines()
+
+
+class FileHashes:
+    """sha1 of view files, remembered by (path, size, mtime_ns): a file is read only when new or changed."""
+
+    def __init__(self, root=None):
+        self.dir = Path(root or default_cache_dir()) / STORE
+        self._log = _LineLog(self.dir / "files.csv")
+        self._known: dict[str, tuple[int, int, str]] = {}
+
+    def sha1s(self, paths: list[Path]) -> list[str]:
+        """Content sha1 of each file; new or changed files are hashed (in threads) and recorded."""
+        for line in self._log.new_lines():
+            parts = line.split(",", 3)
+            if len(parts) == 4 and parts[1].isdigit() and parts[2].isdigit():
+                self._known[parts[3]] = (int(parts[1]), int(parts[2]), parts[0])
+        names = [os.path.abspath(p) for p in paths]
+        out: list[str | None] = [None] * len(names)
+        todo = []
+        for i, name in enumerate(names):
+            st = os.stat(name)
+            known = self._known.get(name)
+            if known and known[:2] == (st.st_size, st.st_mtime_ns):
+                out[i] = known[2]
+            else:
+                todo.append((i, name, st.st_size, st.st_mtime_ns))
+        if todo:
+            with ThreadPoolExecutor(max(2, os.cpu_count() or 1)) as pool:  # hashlib releases the GIL
+                digests = list(pool.map(file_sha1, [t[1] for t in todo]))
+            lines = []
+            for (i, name, size, mtime), digest in zip(todo, digests):
+                out[i] = digest
+                self._known[name] = (size, mtime, digest)
+                if "\n" not in name:
+                    lines.append(f"{digest},{size},{mtime},{name}\n")
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with FileLock(self.dir / "files.lock"):
+                _append_lines(self.dir / "files.csv", lines)
+        return out
 
 
 class EmbeddingCache:
-    """A directory of ``<key[:2]>/<key>.npy`` arrays (2, D) float32, written atomically."""
+    """Content-keyed store of view embeddings: memory-mapped (n, D) float32 shards plus an index."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else default_cache_dir()
+        self.dir = self.root / STORE
+        self._log = _LineLog(self.dir / "index.csv")
+        self._where: dict[tuple[str, str], tuple[str, int]] = {}
+        self._arrays: dict[str, np.ndarray] = {}
 
-    def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npy"
+    def refresh(self) -> None:
+        """Read index lines written since the last look (by this or any other process)."""
+        for line in self._log.new_lines():
+            parts = line.split(",")
+            if len(parts) == 4 and parts[1] in KINDS and parts[3].isdigit():
+                self._where[(parts[0], parts[1])] = (parts[2], int(parts[3]))
 
-    def has(self, key: str) -> bool:
-        return self.path(key).is_file()
+    def has(self, key: str, kind: str = "plain") -> bool:
+        if (key, kind) not in self._where:
+            self.refresh()
+        return (key, kind) in self._where
 
-    def get(self, key: str) -> np.ndarray:
-        return np.load(self.path(key), allow_pickle=False)
+    def array(self, shard: str) -> np.ndarray:
+        """The (n, D) memory map of one shard (opened once per process)."""
+        if shard not in self._arrays:
+            self._arrays[shard] = np.load(self.dir / "shards" / f"{shard}.npy", mmap_mode="r")
+        return self._arrays[shard]
+
+    def locate(self, key: str, kind: str = "plain") -> tuple[str, int]:
+        """(shard, row) of a stored embedding; KeyError with a sentence if it was never stored."""
+        if not self.has(key, kind):
+            raise KeyError(
+                f"view {key[:12]}... ({kind}) is not in the embedding cache {self.dir}; fill it first."
+            )
+        return self._where[(key, kind)]
+
+    def get(self, key: str, kind: str = "plain") -> np.ndarray:
+        """(D,) float32 embedding of one view."""
+        shard, row = self.locate(key, kind)
+        return np.asarray(self.array(shard)[row])
+
+    def put_many(self, keys: list[str], kind: str, values: np.ndarray) -> None:
+        """Store (n, D) rows as one new shard, then index them (safe with concurrent writers)."""
+        if not keys:
+            return
+        shards = self.dir / "shards"
+        shards.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{os.getpid()}-{uuidlib.uuid4().hex[:8]}"
+        tmp = shards / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(values, dtype=np.float32))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, shards / f"{name}.npy")
+        with FileLock(self.dir / "index.lock"):
+            _append_lines(self.dir / "index.csv", [f"{k},{kind},{name},{r}\n" for r, k in enumerate(keys)])
+        self.refresh()
 
     def put(self, key: str, value: np.ndarray) -> None:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(value, dtype=np.float32))
-        os.replace(tmp, path)
+        """One view: (D,) plain, or (2, D) plain and mirrored."""
+        value = np.atleast_2d(value)
+        for kind, row in zip(KINDS, value):
+            self.put_many([key], kind, row[None])
+
+    def clean_temporary(self) -> int:
+        """Remove shard temp files left by killed writers (their pid is gone); returns how many."""
+        removed = 0
+        for tmp in (self.dir / "shards").glob(".*.tmp"):
+            try:
+                pid = int(tmp.name.split("-")[1])
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                tmp.unlink(missing_ok=True)
+                removed += 1
+            except (ValueError, IndexError, PermissionError):
+                pass
+        return removed
 
 
 def location_keys(
-    root, frame: pd.DataFrame, backbone: str, wkey: str, image_size: int, mean, std
+    root,
+    frame: pd.DataFrame,
+    backbone: str,
+    wkey: str,
+    image_size: int,
+    mean,
+    std,
+    hashes: FileHashes | None = None,
 ) -> list[dict]:
-    """Per location, view index -> cache key of its file (only views whose file exists)."""
-    keys = []
-    for uuid in frame["uuid"]:
-        paths = view_paths(root, uuid)
-        keys.append(
-            {v: view_key(backbone, wkey, image_size, mean, std, file_sha1(p)) for v, p in paths.items()}
-        )
-    return keys
+    """Per location, view index -> cache key of its file (only views whose file exists).
+
+    Files are hashed only when new or changed since ``hashes`` last saw them (path, size, mtime).
+    """
+    located = [view_paths(root, uuid) for uuid in frame["uuid"]]
+    flat = [p for paths in located for p in paths.values()]
+    digests = iter((hashes or FileHashes()).sha1s(flat))
+    prefix = _key_prefix(backbone, wkey, image_size, mean, std)
+    return [
+        {v: hashlib.sha256((prefix + next(digests)).encode()).hexdigest() for v in paths} for paths in located
+    ]
+
+
+class _ViewCrops(Dataset):
+    """View files -> (3, S, S) uint8: geodemo.data's eval transform with the normalisation left out."""
+
+    def __init__(self, paths: list[Path], size: int):
+        self.paths, self.size = paths, size
+        # mean 0, std 1/255: Normalize passes the 0..255 pixel values through (as float)
+        self.transform = build_transform(size, (0.0, 0.0, 0.0), (1 / 255,) * 3, train=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        rgb = load_rgb(self.paths[i], min_side=self.size)
+        return self.transform(image=rgb)["image"].round().to(torch.uint8)
+
+
+def _normalise(crops: torch.Tensor, mean, std) -> torch.Tensor:
+    """(B, 3, S, S) uint8 -> float32 (x / 255 - mean) / std."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
+    return crops.float() * scale + shift
+
+
+def _embedder(model, device: str, engine: str | None):
+    """(images (N, 3, S, S) -> (N, D) numpy, engine name): ONNX Runtime on CPU, else the torch backbone."""
+    backbone = model.backbone
+    if device == "cpu" and (engine or engine_setting()) != "torch":
+        onnx = module_backbone(backbone, weights_hash(backbone), model.config.image_size)
+        if onnx is not None:
+            return (lambda x: onnx(x).numpy()), "onnx"
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        return backbone(x.to(device)).float().cpu().numpy()
+
+    return run, "torch"
+
+
+def measure_batch_size(embed, size: int, candidates=BATCH_CANDIDATES) -> int:
+    """The candidate batch size (images per forward) with the most images/s, timed on random input."""
+    best, best_rate = candidates[0], 0.0
+    for n in candidates:
+        x = torch.randn(n, 3, size, size)
+        embed(x)  # warm-up: allocations for this shape
+        t0 = time.perf_counter()
+        embed(x)
+        rate = n / max(time.perf_counter() - t0, 1e-9)
+        if rate > best_rate:
+            best, best_rate = n, rate
+    return best
 
 
 @torch.inference_mode()
@@ -109,59 +319,171 @@ def fill_cache(
     image_size: int,
     mean,
     std,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     device: str = "cpu",
     progress=None,
+    mirror=True,
+    workers: int | None = None,
+    engine: str | None = None,
+    flush_rows: int | None = None,
 ) -> dict:
-    """Embed every location with an uncached view and store each view's (plain, mirrored) embedding.
+    """Embed every view not yet cached, each distinct file content once.
 
     Args:
-        model: a GeoModel; only ``model.embed`` ((B, V, 3, H, W) -> (B, V, D)) is used, in eval mode.
-        progress: optional callable(done, total) in locations.
+        model: a GeoModel; only ``model.backbone`` runs (in eval mode), on ONNX Runtime on CPU where it can.
+        keys: ``location_keys`` of ``frame``'s rows.
+        batch_size: images per forward; None = measured on this machine (when there is enough to embed).
+        progress: optional callable(done, total) in views to embed.
+        mirror: also store the view flipped left-right (for panorama-flip augmentation): a bool, or one bool
+            per row of ``frame``.
+        workers: decode processes (default: all cores but one); 0 decodes in this process.
+        engine: "onnx" | "torch" | None (= GEODEMO_ENGINE).
+        flush_rows: rows per written shard (default ~32 MB).
 
     Returns:
-        {"embedded": locations embedded, "seconds": wall time, "locations_per_s": throughput}.
+        {"embedded": locations with anything embedded, "views": files embedded, "duplicates": cached views
+        skipped as repeated content, "seconds", "views_per_s", "locations_per_s", "engine", "batch_size"}.
     """
-    todo = [i for i, k in enumerate(keys) if not all(cache.has(key) for key in k.values())]
     start = time.perf_counter()
-    if todo:
+    cache.refresh()
+    mirrors = (
+        [bool(mirror)] * len(keys) if isinstance(mirror, (bool, np.bool_)) else [bool(m) for m in mirror]
+    )
+    work: dict[str, list] = {}  # key -> [path, needs plain, needs mirror]
+    touched, duplicates = set(), 0
+    for i, (uuid, k) in enumerate(zip(frame["uuid"], keys)):
+        paths = None
+        for v, key in k.items():
+            kinds = [kind for kind, need in zip(KINDS, (True, mirrors[i])) if need]
+            missing = [kind for kind in kinds if not cache.has(key, kind)]
+            if not missing:
+                continue
+            touched.add(i)
+            if key in work:  # the same content under another path (or view): embedded once
+                duplicates += 1
+                work[key][1] |= "plain" in missing
+                work[key][2] |= "mirror" in missing
+                continue
+            paths = paths or view_paths(root, uuid)
+            work[key] = [paths[v], "plain" in missing, "mirror" in missing]
+    stats = {
+        "embedded": len(touched),
+        "views": len(work),
+        "duplicates": duplicates,
+        "engine": None,
+        "batch_size": 0,
+    }
+    if work:
         was_training = model.training
         model.eval().to(device)
-        dataset = LocationDataset(
-            root, frame.iloc[todo].reset_index(drop=True), image_size, mean, std, train=False
+        embed, stats["engine"] = _embedder(model, device, engine)
+        if not batch_size:
+            big = len(work) >= MEASURE_MIN_VIEWS
+            batch_size = measure_batch_size(embed, image_size) if big else DEFAULT_BATCH
+        stats["batch_size"] = batch_size
+        cache.dir.mkdir(parents=True, exist_ok=True)
+        cache.clean_temporary()
+        todo = list(work.items())
+        workers = default_workers() if workers is None else workers
+        loader = DataLoader(
+            _ViewCrops([w[0] for _, w in todo], image_size),
+            batch_size=batch_size,
+            num_workers=workers,
+            prefetch_factor=4 if workers else None,
         )
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+        dim = None
+        pending = {kind: ([], []) for kind in KINDS}  # kind -> (keys, arrays)
         done = 0
-        for batch in tqdm(loader, desc="embedding views", unit="batch", leave=False, disable=None):
-            views = batch["views"].to(device)
-            plain = model.embed(views).float().cpu().numpy()  # (B, V, D)
-            mirrored = model.embed(views.flip(-1)).float().cpu().numpy()
-            for b in range(views.shape[0]):
-                for v, key in keys[todo[done + b]].items():
-                    cache.put(key, np.stack([plain[b, v], mirrored[b, v]]))
-            done += views.shape[0]
+        for crops in loader:
+            batch = todo[done : done + len(crops)]
+            for kind, flip in (("plain", False), ("mirror", True)):
+                sel = [j for j, (_, w) in enumerate(batch) if w[1 if kind == "plain" else 2]]
+                if not sel:
+                    continue
+                images = crops[sel].flip(-1) if flip else crops[sel]  # (B, 3, S, S): flip = left-right
+                feats = embed(_normalise(images, mean, std))
+                dim = feats.shape[1]
+                pending[kind][0].extend(batch[j][0] for j in sel)
+                pending[kind][1].append(feats)
+            done += len(crops)
+            limit = flush_rows or max(256, FLUSH_BYTES // (4 * (dim or 1)))
+            for kind, (ks, arrays) in pending.items():
+                if len(ks) >= limit or (done == len(todo) and ks):
+                    cache.put_many(ks, kind, np.concatenate(arrays))
+                    pending[kind] = ([], [])
             if progress:
                 progress(done, len(todo))
         model.train(was_training)
     seconds = time.perf_counter() - start
-    return {"embedded": len(todo), "seconds": seconds, "locations_per_s": len(todo) / max(seconds, 1e-9)}
+    stats.update(
+        seconds=seconds,
+        views_per_s=len(work) / max(seconds, 1e-9),
+        locations_per_s=len(touched) / max(seconds, 1e-9),
+    )
+    return stats
 
 
-def load_features(keys: list[dict], cache: EmbeddingCache) -> tuple[torch.Tensor, torch.Tensor]:
+class FeatureBank:
+    """Cached features of N locations, read lazily from the memory-mapped shards.
+
+    ``bank[i]`` is (K, V, D) float32 (K = 1: plain; 2: plain, mirrored; zeros for missing views);
+    ``mask`` (N, V) bool. Only rows that are read come into memory.
+    """
+
+    def __init__(self, keys: list[dict], cache: EmbeddingCache, mirror: bool = False):
+        kinds = KINDS[: 2 if mirror else 1]
+        cache.refresh()
+        n, n_views = len(keys), len(VIEW_HEADINGS)
+        self.cache, self.shards = cache, []
+        self.shard = np.full((n, len(kinds), n_views), -1, np.int32)
+        self.row = np.zeros((n, len(kinds), n_views), np.int64)
+        self.mask = torch.zeros(n, n_views, dtype=torch.bool)
+        ids: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            for v, key in k.items():
+                for j, kind in enumerate(kinds):
+                    shard, row = cache.locate(key, kind)
+                    self.shard[i, j, v] = ids.setdefault(shard, len(ids))
+                    self.row[i, j, v] = row
+                self.mask[i, v] = True
+        self.shards = list(ids)
+        self.dim = cache.array(self.shards[0]).shape[1] if self.shards else 0
+        self.shape = (n, len(kinds), n_views, self.dim)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        out = np.zeros(self.shape[1:], np.float32)
+        for j, v in zip(*np.nonzero(self.shard[i] >= 0)):
+            out[j, v] = self.cache.array(self.shards[self.shard[i, j, v]])[self.row[i, j, v]]
+        return torch.from_numpy(out)
+
+    def materialise(self) -> torch.Tensor:
+        """Every location's features in memory: (N, K, V, D) float32."""
+        out = np.zeros(self.shape, np.float32)
+        for s, name in enumerate(self.shards):
+            sel = self.shard == s
+            out[sel] = self.cache.array(name)[np.sort(self.row[sel])][np.argsort(np.argsort(self.row[sel]))]
+        return torch.from_numpy(out)
+
+    def __getstate__(self) -> dict:  # worker processes reopen the memory maps instead of copying them
+        state = dict(self.__dict__)
+        state["cache"] = EmbeddingCache(self.cache.root)
+        return state
+
+
+def load_features(
+    keys: list[dict], cache: EmbeddingCache, mirror: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack cached embeddings into memory.
 
     Returns:
-        feats (N, 2, V, D) float32 (axis 1: plain, mirrored; zeros for missing views), mask (N, V) bool.
+        feats (N, K, V, D) float32 (K = 2: plain, mirrored; K = 1 with ``mirror=False``; zeros for missing
+        views), mask (N, V) bool.
     """
-    first = next(key for k in keys for key in k.values())
-    dim = cache.get(first).shape[-1]
-    feats = np.zeros((len(keys), 2, len(VIEW_HEADINGS), dim), np.float32)
-    mask = np.zeros((len(keys), len(VIEW_HEADINGS)), bool)
-    for i, k in enumerate(keys):
-        for v, key in k.items():
-            feats[i, :, v] = cache.get(key)
-            mask[i, v] = True
-    return torch.from_numpy(feats), torch.from_numpy(mask)
+    bank = FeatureBank(keys, cache, mirror=mirror)
+    return bank.materialise(), bank.mask
 
 
 class CachedLocationDataset(Dataset):
@@ -169,19 +491,23 @@ class CachedLocationDataset(Dataset):
 
     Args:
         base: the LocationDataset of the same rows (only its precomputed targets are read).
-        feats: (N, 2, V, D) from ``load_features``. mask: (N, V) bool.
-        hflip: with p=0.5 serve the mirrored panorama (mirrored features, views 90 <-> 270 swapped).
+        feats: (N, K, V, D) tensor from ``load_features``, or a ``FeatureBank``. mask: (N, V) bool.
+        hflip: with p=0.5 serve the mirrored panorama (mirrored features, views 90 <-> 270 swapped);
+            needs K = 2.
     """
 
-    def __init__(self, base: LocationDataset, feats: torch.Tensor, mask: torch.Tensor, hflip: bool = False):
+    def __init__(self, base: LocationDataset, feats, mask: torch.Tensor, hflip: bool = False):
+        if hflip and feats.shape[1] < 2:
+            raise ValueError("hflip needs mirrored features; fill and load the cache with mirror=True.")
         self.base, self.feats, self.mask, self.hflip = base, feats, mask, hflip
 
     def __len__(self) -> int:
         return len(self.feats)
 
     def __getitem__(self, i: int) -> dict:
+        item = self.feats[i]
         if self.hflip and torch.rand(()) < 0.5:
-            feats, mask = self.feats[i, 1, MIRROR_VIEWS], self.mask[i, MIRROR_VIEWS]
+            feats, mask = item[1, MIRROR_VIEWS], self.mask[i, MIRROR_VIEWS]
         else:
-            feats, mask = self.feats[i, 0], self.mask[i]
+            feats, mask = item[0], self.mask[i]
         return {"feats": feats, **self.base.targets(i, mask)}

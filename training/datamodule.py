@@ -143,6 +143,7 @@ class GeoDataModule(L.LightningDataModule):
         self.embedder = None  # the GeoModel whose .embed fills the cache (set by fit.train before fitting)
         self.cache_stats: dict = {}
         self.progress = None  # optional callable(done, total) while embedding
+        self._key_memo: dict = {}  # {"weights": hash, "keys": uuid -> {view: cache key}}
         self.datasets: dict[str, Dataset] = {}
 
     def _rows(self, uuids) -> pd.DataFrame:
@@ -188,10 +189,16 @@ class GeoDataModule(L.LightningDataModule):
         )
 
     def _keys(self, frame: pd.DataFrame) -> list[dict]:
+        """Cache keys of ``frame``'s rows; each file is stat-ed once per run, read only if new or changed."""
         wkey = emb.weights_hash(self.embedder.backbone)
-        return emb.location_keys(
-            self.data_dir, frame, self.cfg.backbone, wkey, self.image_size, self.mean, self.std
-        )
+        if self._key_memo.get("weights") != wkey:
+            rows = pd.concat([self.frames["train"], self.frames["val"]], ignore_index=True)
+            hashes = emb.FileHashes(self.cache.root)
+            keys = emb.location_keys(
+                self.data_dir, rows, self.cfg.backbone, wkey, self.image_size, self.mean, self.std, hashes
+            )
+            self._key_memo = {"weights": wkey, "keys": dict(zip(rows["uuid"], keys))}
+        return [self._key_memo["keys"][u] for u in frame["uuid"]]
 
     def prepare_data(self) -> None:
         """Fill the embedding cache (local rank 0 only; other ranks wait, then read it in ``setup``)."""
@@ -199,6 +206,8 @@ class GeoDataModule(L.LightningDataModule):
             return
         frame = pd.concat([self.frames["train"], self.frames["val"]], ignore_index=True)
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        # mirrored views only where training flips panoramas: the training rows of a recipe with hflip
+        mirror = self._base("train").hflip
         self.cache_stats = emb.fill_cache(
             self.embedder,
             self.data_dir,
@@ -208,17 +217,18 @@ class GeoDataModule(L.LightningDataModule):
             self.image_size,
             self.mean,
             self.std,
-            self.cfg.batch_size,
+            None,  # images per forward: measured
             device,
             progress=self.progress,
+            mirror=[mirror] * len(self.frames["train"]) + [False] * len(self.frames["val"]),
         )
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val"):
             base = self._base(split)
             if self.use_cache and len(self.frames[split]):  # val may be empty (val_fraction 0)
-                feats, mask = emb.load_features(self._keys(self.frames[split]), self.cache)
-                base = emb.CachedLocationDataset(base, feats, mask, hflip=base.hflip)
+                bank = emb.FeatureBank(self._keys(self.frames[split]), self.cache, mirror=base.hflip)
+                base = emb.CachedLocationDataset(base, bank, bank.mask, hflip=base.hflip)
             self.datasets[split] = base
 
     def _loader(self, split: str) -> DataLoader:
