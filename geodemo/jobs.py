@@ -36,6 +36,18 @@ INT_RANGES = {
     "limit": (1, 10_000_000),
 }
 LR_RANGE = (1e-7, 1.0)
+# The form's field names, so an error names the field the user sees.
+FIELD_LABELS = {
+    "max_epochs": "Epochs",
+    "image_size": "Image size",
+    "batch_size": "Batch size",
+    "unfreeze_epoch": "Unfreeze backbone at epoch",
+    "devices": "Devices",
+    "limit_train_batches": "Batches per epoch",
+    "limit_val_batches": "Batches per epoch",
+    "limit": "Locations",
+}
+PROGRESS_PREFIX = "[geodemo] "  # a line the training CLI prints for people; the curated log shows only these
 ACCELERATORS = ("auto", "cpu", "gpu")
 
 

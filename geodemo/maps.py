@@ -345,12 +345,48 @@ def _svg_path(geometry, proj: dict) -> str:
     return "".join(parts)
 
 
+# Land outside Croatia, from the GLOBE DEM (scripts/make_neighbours_png.py), and where to name it.
+NEIGHBOURS_PNG = geo.ASSETS_DIR / "geo" / "neighbours_land.png"
+NEIGHBOURS_BOUNDS = {"lat_min": 42.3, "lat_max": 46.6, "lon_min": 13.4, "lon_max": 19.5}
+NEIGHBOUR_NAMES = (
+    ("SLOVENIA", 46.25, 14.55),
+    ("HUNGARY", 46.45, 17.6),
+    ("SERBIA", 45.3, 19.35),
+    ("BOSNIA AND HERZEGOVINA", 44.3, 17.75),
+    ("MONTENEGRO", 42.75, 19.2),
+    ("ITALY", 42.55, 14.0),
+    ("Adriatic Sea", 43.2, 15.0),
+)
+
+
+def _neighbours_svg(proj: dict) -> str:
+    """The neighbours' land as an embedded PNG plus their names (inner SVG markup)."""
+    import base64
+
+    b = NEIGHBOURS_BOUNDS
+    x, y = (b["lon_min"] - proj["lon0"]) * proj["kx"], (proj["lat1"] - b["lat_max"]) * proj["ky"]
+    w = (b["lon_max"] - b["lon_min"]) * proj["kx"]
+    h = (b["lat_max"] - b["lat_min"]) * proj["ky"]
+    data = base64.b64encode(NEIGHBOURS_PNG.read_bytes()).decode()
+    parts = [
+        f'<image class="neighbours" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
+        f'preserveAspectRatio="none" href="data:image/png;base64,{data}"/>'
+    ]
+    for name, lat, lon in NEIGHBOUR_NAMES:
+        cls = "sea-label" if "Sea" in name else "country-label"
+        tx, ty = (lon - proj["lon0"]) * proj["kx"], (proj["lat1"] - lat) * proj["ky"]
+        parts.append(
+            f'<text class="{cls}" x="{tx:.1f}" y="{ty:.1f}" text-anchor="middle">{escape(name)}</text>'
+        )
+    return "".join(parts)
+
+
 @functools.cache
 def label_map_svg() -> str:
-    """Inner SVG markup (no <svg> tag) of the counties plus the largest towns for the click map."""
+    """Inner SVG markup (no <svg> tag): neighbours' land, the counties and the largest towns (click map)."""
     proj = svg_projection()
     gdf = geo.counties()
-    shapes = []
+    shapes = [_neighbours_svg(proj)]
     for name, geometry in zip(gdf.name_hr, gdf.geometry.simplify(SIMPLIFY_DEG, preserve_topology=True)):
         shapes.append(
             f'<path class="county" d="{_svg_path(geometry, proj)}"><title>{escape(name)}</title></path>'

@@ -59,6 +59,7 @@ class ModelConfig:
     tta_flip: bool = False
     training: dict = field(default_factory=dict)
     data_fingerprint: str = ""
+    data_sources: list = field(default_factory=list)  # [{path, fingerprint, locations}] per --data folder
     metrics: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     format_version: int = 1

@@ -37,10 +37,21 @@ def _add_train(sub) -> None:
         help="heads to train; multi = geocell + region + heading; classify = ImageFolder classifier",
     )
     p.add_argument(
-        "--data", required=True, type=Path, help="dataset folder (LUMEN layout; ImageFolder for classify)"
+        "--data",
+        required=True,
+        type=Path,
+        action="append",
+        help="dataset folder (LUMEN layout; ImageFolder for classify); repeat it to train on several "
+        "LUMEN folders as one (uuids kept distinct, each folder's fingerprint recorded)",
     )
     p.add_argument(
         "--out", required=True, type=Path, help="checkpoint directory to write (logs/ and lightning/ inside)"
+    )
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        help="checkpoint directory to start from: its weights where shapes match (same backbone); "
+        "heads whose shape changed, e.g. new cells, start fresh",
     )
     p.add_argument(
         "--prior", type=Path, help="CSV of latitude,longitude points added to the cell-building points"
@@ -209,9 +220,10 @@ def _train(args) -> None:
         patience=args.patience,
         select_best=not args.no_select_best,
         max_size_mb=args.max_size_mb,
+        init_from=str(args.init_from.resolve()) if args.init_from else "",
     )
     out = train(
-        args.data,
+        args.data if len(args.data) > 1 else args.data[0],
         args.out,
         cfg,
         prior_csv=args.prior,

@@ -68,6 +68,7 @@ class TrainConfig:
     select_best: bool = (
         True  # early stopping + keep the best val epoch; False = run max_epochs, keep the last weights
     )
+    init_from: str = ""  # checkpoint directory whose matching weights start this run ("" = fresh start)
     max_size_mb: float = 0.0  # classify: refuse models larger than this many MB (fp32 params); 0 = no limit
 
     @property

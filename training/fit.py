@@ -16,10 +16,12 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from geodemo.checkpoint import save_checkpoint
+from geodemo.checkpoint import load_checkpoint, save_checkpoint
 from geodemo.data import kfold_splits, read_locations
+from geodemo.jobs import PROGRESS_PREFIX
 from training.config import TrainConfig
-from training.datamodule import GeoDataModule, ImageFolderDataModule
+from training.datamodule import GeoDataModule, ImageFolderDataModule, data_fingerprint
+from training.sources import combine_datasets, combined_fingerprint
 from training.tasks import build_task
 
 
@@ -35,12 +37,19 @@ def write_json_atomic(path, data: dict) -> None:
 class ProgressFile(L.Callback):
     """Keeps the spec's progress JSON up to date (rank 0 only) and the per-epoch validation history.
 
-    JSON: {stage, epoch, max_epochs, step, total_steps, fraction 0..1, metrics, history: [{epoch,
-    "train/loss", "val/mean_km"}], done, error}. ``path`` None keeps only the in-memory history.
+    JSON: {stage (prepare, cache, train, validate, done), epoch, max_epochs, step, total_steps, fraction
+    0..1 of the whole run (the cache fill takes the first ``cache_share`` when it runs), metrics, history:
+    [{epoch, "train/loss", "val/mean_km"}], done, error}. ``path`` None keeps only the in-memory history.
+    It also prints short progress lines (``PROGRESS_PREFIX`` ...) that the app's curated log shows.
     """
+
+    cache_share = 0.2  # share of the progress bar for filling the embedding cache
+    say_every_s = 5.0  # seconds between progress lines within a stage
 
     def __init__(self, path=None, every_n_steps: int = 10, max_epochs: int = 1):
         self.path, self.every = (Path(path) if path else None), max(1, every_n_steps)
+        self.start_fraction = 0.0  # where training starts on the bar (cache_share after a cache fill)
+        self._written_at = self._said_at = 0.0
         self.state = {
             "stage": "prepare",
             "epoch": 0,
@@ -59,8 +68,23 @@ class ProgressFile(L.Callback):
 
     def write(self, **updates) -> None:
         self.state.update(updates)
+        self._written_at = time.monotonic()
         if self.path and self.rank_zero:
             write_json_atomic(self.path, self.state)
+
+    def say(self, text: str, force: bool = True) -> None:
+        """Print one progress line for people (rank 0); unforced lines at most every `say_every_s`."""
+        now = time.monotonic()
+        if self.rank_zero and (force or now - self._said_at >= self.say_every_s):
+            self._said_at = now
+            print(f"{PROGRESS_PREFIX}{text}", flush=True)
+
+    def cache(self, done: int, total: int) -> None:
+        """Progress of the embedding cache fill (locations); the fit's `dm.progress` hook."""
+        self.start_fraction = self.cache_share
+        fraction = self.cache_share * done / max(1, total)
+        self.write(stage="cache", step=done, total_steps=total, fraction=fraction)
+        self.say(f"caching embeddings: {done} / {total}", force=done in (0, total))
 
     def _position(self, trainer) -> dict:
         total = max(1, int(trainer.estimated_stepping_batches)) if trainer.max_epochs else 1
@@ -69,14 +93,20 @@ class ProgressFile(L.Callback):
             "epoch": trainer.current_epoch,
             "step": step,
             "total_steps": total,
-            "fraction": min(1.0, step / total),
+            "fraction": self.start_fraction + (1 - self.start_fraction) * min(1.0, step / total),
         }
+
+    def _where(self, trainer) -> str:
+        position = self._position(trainer)
+        return (f"epoch {position['epoch'] + 1} / {trainer.max_epochs} · "
+                f"step {position['step']} / {position['total_steps']}")
 
     def setup(self, trainer, pl_module, stage) -> None:
         self.rank_zero = trainer.is_global_zero
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.write(stage="train", **self._position(trainer))
+        self.say(f"training: {self._position(trainer)['total_steps']} steps in {trainer.max_epochs} epoch(s)")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._loss_sum, self._loss_n = 0.0, 0
@@ -84,8 +114,15 @@ class ProgressFile(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self._loss_sum, self._loss_n = self._loss_sum + float(loss), self._loss_n + 1
-        if trainer.global_step % self.every == 0:
-            self.write(**self._position(trainer), metrics={"train/loss": self._loss_sum / self._loss_n})
+        # every `every` steps, and at least every 2 s: slow steps (a fine-tuned backbone) still move the bar
+        if trainer.global_step % self.every == 0 or time.monotonic() - self._written_at >= 2.0:
+            mean_loss = self._loss_sum / self._loss_n
+            self.write(stage="train", **self._position(trainer), metrics={"train/loss": mean_loss})
+            self.say(f"{self._where(trainer)} · train loss {mean_loss:.3f}", force=False)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.write(stage="validate")
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -97,7 +134,16 @@ class ProgressFile(L.Callback):
             "train/loss": self._loss_sum / self._loss_n if self._loss_n else None,
             "val/mean_km": val.get("val/mean_km"),
         }
-        self.write(**self._position(trainer), metrics=val, history=self.state["history"] + [entry])
+        self.write(
+            stage="train", **self._position(trainer), metrics=val, history=self.state["history"] + [entry]
+        )
+        shown = " · ".join(
+            f"{name} {val[f'val/{key}']:.1f} km"
+            for key, name in (("mean_km", "val mean"), ("median_km", "median"))
+            if f"val/{key}" in val
+        )
+        done = f"epoch {trainer.current_epoch + 1} / {trainer.max_epochs} done"
+        self.say(done + (f" · {shown}" if shown else ""))
 
     def state_dict(self) -> dict:
         """Saved in last.ckpt: a resumed run still knows the epochs before the break (best-epoch metrics)."""
@@ -110,6 +156,45 @@ class ProgressFile(L.Callback):
     def on_exception(self, trainer, pl_module, exception) -> None:
         cancelled = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
         self.write(done=True, error="cancelled" if cancelled else f"{type(exception).__name__}: {exception}")
+
+
+def init_from_checkpoint(model: torch.nn.Module, checkpoint) -> list[str]:
+    """Copy a geodemo checkpoint's weights into `model` where names and shapes match (fine-tuning).
+
+    Tensors whose shape changed (e.g. new cells, other heads) keep their fresh initialisation.
+
+    Returns:
+        Notes for the log: what was loaded and what was re-initialised.
+
+    Raises:
+        ValueError: the checkpoint cannot be read, or was trained with another backbone.
+    """
+    source, source_config = load_checkpoint(checkpoint)
+    target_config = getattr(model, "config", None)
+    backbone = getattr(target_config, "backbone", source_config.backbone)
+    if source_config.backbone != backbone:
+        raise ValueError(
+            f"--init-from {Path(checkpoint).name} was trained with backbone {source_config.backbone}, not "
+            f"{backbone}; train with --backbone {source_config.backbone} or start without --init-from."
+        )
+    ours, theirs = model.state_dict(), source.state_dict()
+    loaded = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    changed = [
+        f"{k} {tuple(theirs[k].shape)} -> {tuple(ours[k].shape)}"
+        for k in ours if k in theirs and k not in loaded
+    ]
+    fresh = [k for k in ours if k not in theirs]
+    model.load_state_dict(loaded, strict=False)
+    notes = [f"init from {Path(checkpoint).name}: loaded {len(loaded)} of {len(ours)} weight tensors"]
+    if changed:
+        notes.append(
+            f"re-initialised {len(changed)} tensor(s) whose shape no longer matches (e.g. new cells): "
+            + ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
+        )
+    if fresh:
+        notes.append(f"{len(fresh)} new tensor(s) start fresh (heads the checkpoint did not have): "
+                     + ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else ""))
+    return notes
 
 
 def _lightning_state(path: Path) -> dict:
@@ -148,7 +233,8 @@ def train(
     """Train one model and write its geodemo checkpoint directory.
 
     Args:
-        data_dir: LUMEN-layout dataset (or an ImageFolder for ``cfg.tasks == ["classify"]``).
+        data_dir: LUMEN-layout dataset, or a list of them trained as one (``training.sources``); an
+            ImageFolder for ``cfg.tasks == ["classify"]``. ``cfg.init_from`` names a checkpoint to start from.
         out_dir: checkpoint directory to write; also holds ``logs/`` (CSV + TensorBoard) and ``lightning/``
             (Lightning .ckpt files for resuming: a rerun with the same recipe resumes from ``last.ckpt``).
         cfg: the training recipe.
@@ -167,11 +253,16 @@ def train(
     progress = ProgressFile(progress_file, max_epochs=cfg.max_epochs)
     progress.rank_zero = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
     progress.write(stage="prepare")
+    progress.say("preparing the data and the model")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     classify = cfg.tasks == ["classify"]
+    data_dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
     if classify:
-        dm = ImageFolderDataModule(data_dir, cfg)
+        if len(data_dirs) > 1:
+            raise ValueError("The classify task trains on one ImageFolder; give one --data folder.")
+        dm = ImageFolderDataModule(data_dirs[0], cfg)
     else:
+        data_dir, sources = combine_datasets(data_dirs, out_dir, data_fingerprint)
         dm = GeoDataModule(
             data_dir,
             cfg,
@@ -180,9 +271,15 @@ def train(
             val_uuids=val_uuids,
             cache_dir=cache_dir,
         )
-        dm.progress = lambda done, total: progress.write(stage="cache", fraction=done / max(1, total))
+        dm.progress = progress.cache
     model_config = dm.model_config()
+    if not classify:
+        model_config.data_fingerprint = combined_fingerprint(sources)
+        model_config.data_sources = sources
     task = build_task(model_config, cfg, backbone_weights=cfg.weights)
+    if cfg.init_from:
+        for note in init_from_checkpoint(task.model, cfg.init_from):
+            progress.say(note)
     size_mb = task.model.size_mb()
     if cfg.max_size_mb and size_mb > cfg.max_size_mb:
         raise ValueError(
@@ -268,6 +365,7 @@ def train(
         model_config.metrics = found
         save_checkpoint(task.model, model_config, out_dir)
         progress.write(stage="done", fraction=1.0, done=True, metrics=found)
+        progress.say(f"done: checkpoint written to {out_dir}")
     return out_dir
 
 

@@ -64,6 +64,7 @@ def launch_kwargs(demo: gr.Blocks) -> dict:
     """launch() arguments: offline theme, upload limit, and only the app's own folders reachable."""
     settings: Settings = demo.geodemo_settings
     from geodemo.geo import ASSETS_DIR
+    from geodemo.ui.rest import routes as rest_routes
 
     allowed = [ASSETS_DIR, settings.labels_dir, *settings.data_roots]
     return {
@@ -72,6 +73,7 @@ def launch_kwargs(demo: gr.Blocks) -> dict:
         "js": label_tab.SHORTCUT_JS,
         "max_file_size": MAX_FILE_SIZE,
         "allowed_paths": [str(p) for p in dict.fromkeys(allowed)],
+        "app_kwargs": {"routes": rest_routes(settings, MAX_FILE_SIZE, CONCURRENCY)},  # POST /api/v1/predict
         "show_error": True,
     }
 
