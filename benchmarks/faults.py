@@ -21,6 +21,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,13 +124,13 @@ def kill_app(work: Path, checkpoint: Path, rounds: int, clients: int, seed: int)
 
 
 def small_copy(dest: Path, n: int = 10) -> Path:
-    """The first n sample locations: data.csv rows + symlinked image folders."""
+    """The first n sample locations: data.csv rows + copied image folders (symlinks out are refused)."""
     from geodemo.data import images_dir, read_locations
 
     frame = read_locations(SAMPLE).head(n)
     (dest / "images").mkdir(parents=True)
     for uid in frame.uuid:
-        (dest / "images" / uid).symlink_to(images_dir(SAMPLE) / uid)
+        shutil.copytree(images_dir(SAMPLE) / uid, dest / "images" / uid)
     frame.to_csv(dest / "data.csv", index=False)
     return dest
 

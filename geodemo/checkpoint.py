@@ -9,15 +9,17 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import math
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from geodemo.geo import ASSETS_DIR
+from geodemo.geo import ASSETS_DIR, COUNTY_CODES
 from geodemo.model import ModelConfig, build_model
 
 WEIGHTS_FILE = "model.safetensors"
@@ -30,8 +32,100 @@ _CONVERT_HINT = (
 )
 
 
+# Bounds checked before anything is allocated: an uploaded config.json is untrusted input.
+MAX_CONFIG_BYTES = 16 * 2**20
+MAX_HEADER_BYTES = 16 * 2**20  # safetensors JSON header
+MAX_PARAMETERS = 100_000_000  # the model a config builds (400 MB of float32)
+MAX_TENSOR_ELEMENTS = 150_000_000  # everything a safetensors header declares, together
+IMAGE_SIZE_RANGE = (32, 1024)  # pixels
+MAX_HIDDEN_DIM = 8192
+MAX_CELLS = 20_000
+MAX_NAMES = 10_000  # class names, tabular columns
+MAX_NAME_CHARS = 200
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one sentence naming the problem and the fix."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _names(value, limit: int) -> bool:
+    return (isinstance(value, list) and len(value) <= limit
+            and all(isinstance(v, str) and 0 < len(v) <= MAX_NAME_CHARS for v in value))
+
+
+def _numbers(value, positive: bool = False) -> bool:
+    return (isinstance(value, list) and len(value) == 3
+            and all(_is_number(v) and (v > 0 if positive else abs(v) <= 1e3) for v in value))
+
+
+def _cells_ok(cells) -> bool:
+    if cells is None:
+        return True
+    if not isinstance(cells, dict):
+        return False
+    lists = [v for v in cells.values() if isinstance(v, list)]
+    return (all(len(v) <= MAX_CELLS for v in lists) and len({len(v) for v in lists}) <= 1
+            and all(_is_number(x) for v in lists for x in v))
+
+
+def _xy_ok(stats) -> bool:
+    if stats is None:
+        return True
+    keys = ("mean_x", "mean_y", "std_x", "std_y")
+    return (isinstance(stats, dict) and all(_is_number(stats.get(k)) for k in keys)
+            and stats["std_x"] > 0 and stats["std_y"] > 0)
+
+
+# key -> (test of the JSON value, what a valid value is); keys not listed are checked by ModelConfig itself
+_SCHEMA = {
+    "tasks": (lambda v: isinstance(v, str) or _names(v, 8), "a list of task names"),
+    "backbone": (lambda v: isinstance(v, str), "a backbone name"),
+    "image_size": (lambda v: _is_int(v) and IMAGE_SIZE_RANGE[0] <= v <= IMAGE_SIZE_RANGE[1],
+                   f"a whole number of pixels from {IMAGE_SIZE_RANGE[0]} to {IMAGE_SIZE_RANGE[1]}"),
+    "mean": (_numbers, "three finite numbers"),
+    "std": (lambda v: _numbers(v, positive=True), "three finite numbers above 0"),
+    "fusion": (lambda v: isinstance(v, str), "a fusion name"),
+    "num_views": (lambda v: _is_int(v) and 1 <= v <= 4, "a whole number from 1 to 4"),
+    "hidden_dim": (lambda v: _is_int(v) and 0 <= v <= MAX_HIDDEN_DIM,
+                   f"a whole number from 0 to {MAX_HIDDEN_DIM}"),
+    "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number from 0 to below 1"),
+    "cells": (_cells_ok, f"a cells dict of at most {MAX_CELLS} cells with finite numbers"),
+    "counties": (lambda v: isinstance(v, list) and len(v) == len(set(map(str, v)))
+                 and set(map(str, v)) <= set(COUNTY_CODES) and all(isinstance(c, str) for c in v),
+                 "a list of distinct county codes HR-01..HR-21"),
+    "xy_stats": (_xy_ok, "finite mean_x/mean_y and std_x/std_y above 0"),
+    "class_names": (lambda v: v is None or _names(v, MAX_NAMES),
+                    f"a list of at most {MAX_NAMES} names of at most {MAX_NAME_CHARS} characters"),
+    "cbam": (lambda v: isinstance(v, bool), "true or false"),
+    "tabular": (lambda v: _names(v, 64), "a list of at most 64 column names"),
+    "point_mode": (lambda v: isinstance(v, str), "a point mode name"),
+    "weighted_centroids": (lambda v: isinstance(v, bool), "true or false"),
+    "tta_flip": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def check_config_dict(data: dict, where: str = "config.json") -> None:
+    """Check the types and ranges of an untrusted config.json before anything is built from it.
+
+    Raises:
+        CheckpointError: naming the first bad key, its value and what a valid value is.
+    """
+    for key, (ok, expected) in _SCHEMA.items():
+        if key in data and not ok(data[key]):
+            shown = repr(data[key])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise CheckpointError(
+                f"{where} has {key} = {shown}, which must be {expected}; this checkpoint was not written "
+                "by geodemo training or has been edited"
+            )
 
 
 def _versions() -> dict:
@@ -127,6 +221,11 @@ def read_config(path) -> ModelConfig:
             f"checkpoint {path} has no {CONFIG_FILE}; a checkpoint is a directory with "
             f"{WEIGHTS_FILE} and {CONFIG_FILE}"
         )
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(
+            f"{file} is {file.stat().st_size / 2**20:.0f} MB, over the {MAX_CONFIG_BYTES // 2**20} MB limit "
+            "for a config; it is not a geodemo config"
+        )
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -137,10 +236,67 @@ def read_config(path) -> ModelConfig:
         raise CheckpointError(
             f"{file} holds a {type(data).__name__}, not a JSON object; it is not a geodemo config"
         )
+    check_config_dict(data, str(file))
     try:
         return ModelConfig.from_dict(data)
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{file} cannot be used: {err}") from None
+
+
+def read_header_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors file's JSON header; no tensor data is read.
+
+    Raises:
+        CheckpointError: not a safetensors file, or a header over MAX_HEADER_BYTES / MAX_TENSOR_ELEMENTS.
+    """
+    bad = CheckpointError(f"{file} is corrupt or not a safetensors file; save the checkpoint again")
+    try:
+        with open(file, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise bad
+            (length,) = struct.unpack("<Q", head)
+            if length > file.stat().st_size - 8:
+                raise bad
+            if length > MAX_HEADER_BYTES:
+                raise CheckpointError(f"{file} declares a {length:,}-byte header, over the "
+                                      f"{MAX_HEADER_BYTES // 2**20} MB limit; it is not a geodemo checkpoint")
+            header = json.loads(fh.read(length).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise bad from None
+    if not isinstance(header, dict):
+        raise bad
+    shapes, total = {}, 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise bad
+        shapes[name] = tuple(shape)
+        total += math.prod(shape)
+    if total > MAX_TENSOR_ELEMENTS:
+        raise CheckpointError(
+            f"{file} declares {total:,} weights, over the limit of {MAX_TENSOR_ELEMENTS:,}; "
+            "it is not a checkpoint this app can load"
+        )
+    return shapes
+
+
+def _expected_shapes(path: Path, config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes `config` builds, from a model on the meta device (nothing allocated)."""
+    try:
+        with torch.device("meta"):
+            model = build_model(config, backbone_weights="none")
+    except ValueError as err:
+        raise CheckpointError(f"{path / CONFIG_FILE} cannot be used: {err}") from None
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{path / CONFIG_FILE} builds a model of {count:,} parameters, over the limit of "
+            f"{MAX_PARAMETERS:,}; lower hidden_dim or the number of cells"
+        )
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def _read_weights(file: Path) -> dict:
@@ -176,24 +332,25 @@ def load_checkpoint(path, expect_tasks: list[str] | None = None) -> tuple[nn.Mod
             f"this checkpoint is for task {'+'.join(config.tasks)}, not {'/'.join(expect_tasks)}; "
             f"choose a checkpoint trained for {'/'.join(expect_tasks)}"
         )
-    state = _read_weights(path / WEIGHTS_FILE)
-    try:
-        model = build_model(config, backbone_weights="none")  # the file supplies every weight
-    except ValueError as err:
-        raise CheckpointError(f"{path / CONFIG_FILE} cannot be used: {err}") from None
-    own = model.state_dict()
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    # Shapes are compared from the file's header against a meta-device model before any allocation.
+    own = _expected_shapes(path, config)
+    if not (path / WEIGHTS_FILE).is_file():
+        _read_weights(path / WEIGHTS_FILE)  # the "has no model.safetensors" error
+    stored = read_header_shapes(path / WEIGHTS_FILE)
+    missing, extra = sorted(set(own) - set(stored)), sorted(set(stored) - set(own))
     if missing or extra:
         raise CheckpointError(
             f"{path / WEIGHTS_FILE} does not match its config: {len(missing)} missing weights "
             f"(e.g. {missing[:2]}) and {len(extra)} unexpected (e.g. {extra[:2]})"
         )
-    for key, value in own.items():
-        if state[key].shape != value.shape:
+    for key, shape in own.items():
+        if stored[key] != shape:
             raise CheckpointError(
-                f"weight {key} in {path / WEIGHTS_FILE} has shape {tuple(state[key].shape)} but the "
-                f"config builds {tuple(value.shape)}; the weights and config.json do not belong together"
+                f"weight {key} in {path / WEIGHTS_FILE} has shape {stored[key]} but the "
+                f"config builds {shape}; the weights and config.json do not belong together"
             )
+    state = _read_weights(path / WEIGHTS_FILE)
+    model = build_model(config, backbone_weights="none")  # the file supplies every weight
     model.load_state_dict(state)
     return model.eval(), config
 

@@ -13,17 +13,17 @@ import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import albumentations as A
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
 
 from geodemo import geo
-from geodemo.images import ImageError, load_rgb
+from geodemo.images import ImageError, center_square, load_rgb
 
 VIEW_HEADINGS = (0, 90, 180, 270)  # view index v <-> file f"{VIEW_HEADINGS[v]}.jpg", degrees from north
 VIEW_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -105,6 +105,7 @@ def read_locations(root) -> pd.DataFrame:
         unparsed = values.isna() & (raw != "")
         if column in ("latitude", "longitude", "heading"):
             bad = unparsed if column == "heading" else values.isna()
+            bad |= np.isinf(values)  # "inf", "1e400": parse, but are no place
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise DatasetError(f"location {frame['uuid'].iloc[row]!r} has {column} "
@@ -117,14 +118,32 @@ def read_locations(root) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def read_usable(root) -> pd.DataFrame:
+    """`read_locations(root)`, refusing a dataset that has no rows or not one view image to work on.
+
+    Raises:
+        DatasetError: header-only data.csv, or no location with any view file.
+    """
+    frame = read_locations(root)
+    if frame.empty:
+        raise DatasetError(f"{Path(root) / 'data.csv'} has a header but no locations; add at least one row.")
+    if not any(view_paths(root, uid) for uid in frame["uuid"]):  # stops at the first location with views
+        raise DatasetError(f"none of the {len(frame)} locations in {root} has a view image; put them in "
+                           f"{images_dir(root)}/<uuid>/0.jpg, 90.jpg, 180.jpg, 270.jpg.")
+    return frame
+
+
 def view_paths(root, uuid: str) -> dict[int, Path]:
     """View index -> existing image file of location `uuid` (accepts .jpg, .jpeg, .png in any case)."""
     if not is_safe_id(str(uuid)):  # ids may come from a client (a clicked row): stay in images/
         raise DatasetError(f"Location id {uuid!r} is not a safe folder name; "
                            "use letters, digits, '.', '_' or '-'.")
     folder = images_dir(root) / uuid
+    inside = Path(root).resolve()
     try:
-        files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+        # A symlink is never followed out of the dataset root (a data root must not expose other files).
+        files = {p.name.lower(): p for p in folder.iterdir()
+                 if p.is_file() and p.resolve().is_relative_to(inside)}
     except (FileNotFoundError, NotADirectoryError):
         return {}
     found = {}
@@ -354,6 +373,10 @@ def kfold_splits(uuids, k: int = 5, seed: int = 0) -> list[tuple[list[str], list
 
 
 # ----------------------------------------------------------------------------------------- transforms
+def _center_square(image: np.ndarray, size: int, **_) -> np.ndarray:
+    return center_square(image, size)  # module level: the transform pickles into DataLoader workers
+
+
 def build_transform(image_size: int, mean, std, train: bool) -> A.Compose:
     """Albumentations pipeline: (H, W, 3) uint8 RGB -> (3, image_size, image_size) float tensor.
 
@@ -364,8 +387,7 @@ def build_transform(image_size: int, mean, std, train: bool) -> A.Compose:
                                         area_for_downscale="image"),
                     A.ColorJitter(0.2, 0.2, 0.2, 0.02, p=0.5)]
     else:
-        geometry = [A.SmallestMaxSize(max_size=image_size, interpolation=cv2.INTER_AREA),
-                    A.CenterCrop(image_size, image_size)]
+        geometry = [A.Lambda(image=partial(_center_square, size=image_size), name="center_square")]
     return A.Compose([*geometry, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
 
 

@@ -11,10 +11,12 @@ import re
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused (decompression bombs)
+MAX_ASPECT = 8.0  # longer side / shorter side; a 1x30000 strip would otherwise be upscaled to gigabytes
 MAX_FILE_BYTES = 40 * 1024 * 1024
 _WHITE = (255, 255, 255)
 
@@ -26,6 +28,41 @@ class ImageError(ValueError):
 def _too_big(name: str, size: str) -> ImageError:
     mp = MAX_IMAGE_PIXELS // 1_000_000
     return ImageError(f"{name} is {size} pixels, over the {mp}-megapixel limit; downscale it first.")
+
+
+def check_geometry(width: int, height: int, name: str = "the image") -> None:
+    """Refuse an image whose size or shape could blow up memory downstream, before any pixel is decoded.
+
+    Args:
+        width, height: pixels, as the file header states them.
+
+    Raises:
+        ImageError: no pixels, more than MAX_IMAGE_PIXELS, or longer side > MAX_ASPECT x shorter side.
+    """
+    if width < 1 or height < 1:
+        raise ImageError(f"{name} is {width}x{height} pixels, which holds no picture; use a real photo.")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_big(name, f"{width}x{height}")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(
+            f"{name} is {width}x{height} pixels, a strip more than {MAX_ASPECT:g} times longer than it is "
+            f"wide; crop it to the scene (at most {MAX_ASPECT:g}:1) and try again."
+        )
+
+
+def center_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The centred square of side min(H, W), resized to (size, size, 3) with INTER_AREA.
+
+    The crop comes before any resize, so no intermediate array is larger than the input or the output
+    (at most 3 MB at size 1024): the eval-time geometry of training, evaluation and serving alike.
+    """
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = rgb[top : top + side, left : left + side]
+    if side == size:
+        return np.ascontiguousarray(square)
+    return cv2.resize(np.ascontiguousarray(square), (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _open(source, name: str) -> Image.Image:
@@ -121,7 +158,8 @@ def load_rgb(source, *, min_side: int | None = None, name: str | None = None) ->
         C-contiguous (H, W, 3) uint8 RGB array, EXIF orientation applied.
 
     Raises:
-        ImageError: empty, missing, non-image, truncated/corrupt or oversized (> MAX_IMAGE_PIXELS) input.
+        ImageError: empty, missing, non-image, truncated/corrupt, oversized (> MAX_IMAGE_PIXELS) or
+            strip-shaped (aspect > MAX_ASPECT) input; checked from the header before decoding.
     """
     if name is None:
         name = Path(source).name if isinstance(source, (str, Path)) else "the image"
@@ -129,9 +167,7 @@ def load_rgb(source, *, min_side: int | None = None, name: str | None = None) ->
         source = _from_array(source, name)
     img = _open(source, name)
     try:
-        width, height = img.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise _too_big(name, f"{width}x{height}")
+        check_geometry(*img.size, name)
         if min_side and img.format in ("JPEG", "MPO"):
             img.draft("RGB", (min_side, min_side))
         img.load()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,8 @@ INT_RANGES = {
     "limit": (1, 10_000_000),
 }
 LR_RANGE = (1e-7, 1.0)
+MAX_QUEUED = 8  # jobs waiting to run; more are refused with a message
+KEEP_FINISHED = 50  # finished job folders kept (newest); older ones are pruned so listing stays cheap
 # The form's field names, so an error names the field the user sees.
 FIELD_LABELS = {
     "max_epochs": "Epochs",
@@ -83,6 +86,30 @@ def _int(params: dict, key: str) -> int:
     if not low <= value <= high or value != float(params[key]):
         raise JobError(f"{key.replace('_', ' ')} must be a whole number between {low} and {high}.")
     return value
+
+
+def max_devices(accelerator: str = "auto") -> tuple[int, str]:
+    """(how many devices a job may use here, their kind): GPUs for gpu (and auto with GPUs), else CPU cores.
+
+    More CPU processes than cores only thrash (each DDP process holds a full model and loader).
+    """
+    import torch
+
+    gpus = torch.cuda.device_count() if accelerator in ("gpu", "auto") else 0
+    if accelerator == "gpu" or gpus:
+        return gpus, "GPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores, "CPU core"
+
+
+def _devices(params: dict) -> int:
+    devices = _int(params, "devices")
+    most, kind = max_devices(params.get("accelerator", "auto"))
+    if most == 0:
+        raise JobError("This machine has no GPU; choose the cpu or auto accelerator.")
+    if devices > most:
+        raise JobError(f"Devices must be at most {most}, the number of {kind}s on this machine.")
+    return devices
 
 
 def _dataset(path, data_roots) -> Path:
@@ -144,8 +171,9 @@ def train_args(params: dict, data_roots, checkpoints_dir, backbones=()) -> tuple
         accelerator,
         "--no-progress-bar",
     ]
-    for key in ("max_epochs", "image_size", "batch_size", "devices"):
+    for key in ("max_epochs", "image_size", "batch_size"):
         args += [f"--{key.replace('_', '-')}", str(_int(params, key))]
+    args += ["--devices", str(_devices(params))]
     if _int(params, "unfreeze_epoch") >= 0:  # -1: the backbone stays frozen (embedding cache)
         args += ["--unfreeze-epoch", str(params["unfreeze_epoch"])]
     if 0 < _int(params, "image_size") < 32:
@@ -249,6 +277,12 @@ class JobManager:
                     continue
         return sorted(jobs, key=lambda j: (j.created, j.id))
 
+    def _prune(self) -> None:
+        """Delete the folders of finished jobs beyond the newest KEEP_FINISHED (ids sort by time)."""
+        finished = [j for j in self.list() if j.status in FINAL]
+        for job in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            shutil.rmtree(self.path(job.id), ignore_errors=True)
+
     def _update(self, job_id: str, **changes) -> Job:
         with self._lock:
             job = self.get(job_id)
@@ -288,6 +322,12 @@ class JobManager:
         `job_id` (from new_id) lets the caller put outputs into the job's own folder.
         """
         job_id = job_id or self.new_id(kind)
+        with self._lock:
+            self._prune()
+            waiting = sum(j.status == "queued" for j in self.list())
+            if waiting >= MAX_QUEUED:
+                raise JobError(f"{waiting} jobs are already waiting to run; wait for one to finish or "
+                               "cancel one, then start this one.")
         job = Job(
             id=job_id,
             kind=kind,

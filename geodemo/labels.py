@@ -1,16 +1,19 @@
 """LabelStore: append labelled locations to a LUMEN-layout folder, safely under concurrency and crashes.
 
-Write order: images first (each via a temporary file + os.replace), then the whole data.csv rewritten to a
-temporary file, fsync'd and os.replace'd, under a file lock. A crash therefore leaves at worst an image
-folder without a row (ignored by readers), never a partial or lost row.
+Write order, all under one file lock: images first (each via a temporary file + os.replace), then the whole
+data.csv rewritten to a temporary file, fsync'd and os.replace'd. A crash therefore leaves at worst an image
+folder without a row or a stray temporary file, never a partial or lost row; opening the store removes
+such leftovers (and logs them). A client request id makes a retried `add` store nothing new.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import uuid as uuidlib
@@ -25,7 +28,10 @@ from geodemo.data import VIEW_HEADINGS, is_safe_id, read_locations
 from geodemo.images import ImageError, encode_jpeg, load_rgb
 
 COLUMNS = ("uuid", "latitude", "longitude", "heading", "county")
+REQUEST_COLUMN = "request_id"  # added to data.csv the first time a client sends a request id
 LOCK_TIMEOUT_S = 60
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+log = logging.getLogger("geodemo.labels")
 
 
 class LabelError(ValueError):
@@ -42,13 +48,24 @@ class LabelResult:
 
 
 def _number(value, what: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    try:  # True/False are ints to Python, never coordinates; 10**400 overflows float
+        number = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError, OverflowError):
         number = math.nan
     if not math.isfinite(number):
-        raise LabelError(f"The {what} {value!r} is not a number; enter decimal degrees such as 45.8150.")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise LabelError(f"The {what} {shown} is not a number; enter decimal degrees such as 45.8150.")
     return number
+
+
+def _request_id(value) -> str | None:
+    """A client's optional request id (None or empty = none), checked like a location id."""
+    if value is None or value == "":
+        return None
+    if not is_safe_id(str(value)) or not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise LabelError("The request id may use only letters, digits, '.', '_' and '-' "
+                         "(at most 128); send a fresh UUID per label.")
+    return str(value)
 
 
 def _storage_error(root: Path, exc: OSError) -> LabelError:
@@ -63,9 +80,9 @@ def _storage_error(root: Path, exc: OSError) -> LabelError:
                       "disk space or set GEODEMO_LABELS_DIR to a writable folder and save again.")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to `path` via a temporary file in the same folder, fsync and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    """Write bytes to `path` via a temporary file (in `tmp_dir`, same file system), fsync and os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir or path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -80,11 +97,44 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class LabelStore:
     """A growing dataset in the LUMEN layout: root/data.csv + root/images/<uuid>/<heading>.jpg."""
 
-    def __init__(self, root):
+    def __init__(self, root, cleanup: bool = True):
         self.root = Path(root)
         (self.root / "images").mkdir(parents=True, exist_ok=True)
         self.csv_path = self.root / "data.csv"
+        self.tmp_dir = self.root / ".partial"  # temporary files live apart from images/, which the app serves
+        self.tmp_dir.mkdir(exist_ok=True)
         self.lock = FileLock(str(self.root / ".lock"), timeout=LOCK_TIMEOUT_S)
+        if cleanup:
+            self.remove_leftovers()
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete what a crash can leave: temporary files, and image folders no row references.
+
+        Only folders named like the store's own ids (UUIDs) are removed. Runs under the lock, which every
+        write holds from its first image to data.csv, so an in-flight label is never touched.
+
+        Returns:
+            The removed paths, relative to the store folder (also logged).
+        """
+        removed = []
+        try:
+            with self.lock:
+                known = {row.get("uuid") for row in self._read_rows()[1]}
+                images = self.root / "images"
+                for tmp in [*self.tmp_dir.iterdir(), *self.root.glob(".*.tmp"), *images.glob("*/.*.tmp")]:
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+                for folder in images.iterdir():
+                    if _UUID.fullmatch(folder.name) and folder.name not in known and not folder.is_symlink():
+                        shutil.rmtree(folder, ignore_errors=True)
+                        removed.append(folder)
+        except OSError as exc:  # a read-only or busy store still opens; writes report their own error
+            log.warning("could not check %s for crash leftovers: %s", self.root, exc)
+            return []
+        names = [str(p.relative_to(self.root)) for p in removed]
+        if names:
+            log.warning("removed %d crash leftover(s) from %s: %s", len(names), self.root, ", ".join(names))
+        return names
 
     # Rows are kept as text so that rewriting the CSV never changes existing values.
     def _read_rows(self) -> tuple[list[str], list[dict]]:
@@ -102,20 +152,24 @@ class LabelStore:
             writer.writeheader()
             writer.writerows(rows)
             buf.seek(0)
-            _write_atomic(self.csv_path, buf.read().encode("utf-8"))
+            _write_atomic(self.csv_path, buf.read().encode("utf-8"), self.tmp_dir)
 
-    def add(self, views: dict, latitude, longitude, heading: float | None = None) -> LabelResult:
+    def add(self, views: dict, latitude, longitude, heading: float | None = None,
+            request_id: str | None = None) -> LabelResult:
         """Store one location.
 
         Args:
             views: {0|90|180|270: image source (as for `load_rgb`) or None}; at least one view.
             latitude, longitude: WGS84 degrees; must lie in Croatia (5 km tolerance).
             heading: optional camera heading of view 0, degrees clockwise from north.
+            request_id: optional client id of this request; a retry with an id already stored returns
+                that label's result and stores nothing (also after a restart: the id is in data.csv).
 
         Raises:
             LabelError: no views, an unreadable image, a non-numeric or out-of-Croatia point;
                 nothing is written then.
         """
+        request_id = _request_id(request_id)
         lat, lon = _number(latitude, "latitude"), _number(longitude, "longitude")
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
             raise LabelError(f"The point ({lat}, {lon}) is not a valid coordinate; "
@@ -146,11 +200,17 @@ class LabelStore:
                "heading": "" if heading is None or heading == "" else repr(heading),
                "county": geo.COUNTY_CODES[county] if county >= 0 else ""}
         try:
-            folder.mkdir(parents=True)
-            for key, data in encoded.items():
-                _write_atomic(folder / f"{key}.jpg", data)
             with self.lock:  # re-read inside the lock so a concurrent writer's row is never lost
                 fields, rows = self._read_rows()
+                if request_id is not None:
+                    done = next((r for r in rows if r.get(REQUEST_COLUMN) == request_id), None)
+                    if done is not None:
+                        return LabelResult(uuid=done["uuid"], count=len(rows), root=str(self.root))
+                    fields += [] if REQUEST_COLUMN in fields else [REQUEST_COLUMN]
+                    row[REQUEST_COLUMN] = request_id
+                folder.mkdir(parents=True)
+                for key, data in encoded.items():
+                    _write_atomic(folder / f"{key}.jpg", data, self.tmp_dir)
                 rows.append(row)
                 self._write_rows(fields, rows)
         except OSError as exc:  # data.csv is replaced last, so the stored rows are untouched

@@ -8,6 +8,7 @@ That backbone pass runs on ONNX Runtime where it is installed (see geodemo.onnx_
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,12 +22,13 @@ import torch
 from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from geodemo.data import VIEW_HEADINGS, build_transform, read_locations, view_paths
 from geodemo.geo import COUNTY_CODES, county_names
-from geodemo.images import load_rgb
+from geodemo.images import center_square, load_rgb
 from geodemo.model import POINT_TASKS, ClassifierModel, GeoModel, ModelConfig
 from geodemo.onnx_engine import engine_setting, onnx_backbone
 from geodemo.readout import Readout
 
 TOP_CELLS = 10
+MAX_MODELS = 3  # loaded checkpoints kept per process (GEODEMO_MAX_MODELS); each holds ~80 MB
 _DIRECTIONS = {"north": 0, "east": 90, "south": 180, "west": 270}
 # Mirroring a panorama swaps east and west: slot v holds view (V - v) % V.
 _MIRROR = [(len(VIEW_HEADINGS) - v) % len(VIEW_HEADINGS) for v in range(len(VIEW_HEADINGS))]
@@ -93,15 +95,8 @@ def _view_slots(views) -> dict[int, object]:
 
 
 def _square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Shortest side -> size (INTER_AREA), then a centre crop: exactly geodemo.data's eval transform."""
-    h, w = rgb.shape[:2]
-    if min(h, w) != size:
-        scale = size / min(h, w)  # rounded like albumentations; max() guards float error
-        out_h, out_w = max(size, round(h * scale)), max(size, round(w * scale))
-        rgb = cv2.resize(rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
-        h, w = out_h, out_w
-    top, left = (h - size) // 2, (w - size) // 2
-    return rgb[top : top + size, left : left + size]
+    """Centre square crop, then resize to size: exactly geodemo.data's eval transform."""
+    return center_square(rgb, size)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -190,6 +185,9 @@ class Predictor:
                 predictor._onnx = onnx_backbone(model.backbone, path, config.image_size)
                 predictor.engine = "torch" if predictor._onnx is None else "onnx"
                 cls._cache[key] = predictor
+            cls._cache[key] = cls._cache.pop(key)  # most recently used last: a small LRU bounds memory
+            while len(cls._cache) > max(1, int(os.environ.get("GEODEMO_MAX_MODELS", MAX_MODELS))):
+                cls._cache.pop(next(iter(cls._cache)))
             return cls._cache[key]
 
     # ------------------------------------------------------------ preprocessing

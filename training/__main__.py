@@ -1,18 +1,51 @@
 """``python -m training {train,evaluate,predict,validate-data,export}``: parse, then call one function.
 
-User errors (bad data, checkpoint, image, arguments) print one line to stderr and exit 2, never a traceback.
+User errors print one line to stderr, never a traceback: exit 2 for a bad argument (value out of range, a
+path that does not exist, an unusable checkpoint) and 1 for bad data (a dataset or image that cannot be used).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
 from training.config import TASK_CHOICES, TrainConfig, tasks_for
 
 DEFAULTS = TrainConfig()
+# argument -> (lowest, highest) allowed value, None = unbounded; checked after parsing, for every subcommand
+RANGES = {
+    "limit": (1, None),
+    "batch_size": (1, 100_000),
+    "max_epochs": (1, 100_000),
+    "image_size": (0, 1024),
+    "hidden_dim": (0, 8192),
+    "num_workers": (0, 256),
+    "num_nodes": (1, 10_000),
+    "gradcam_limit": (1, None),
+    "patience": (0, None),
+    "dropout": (0.0, 0.99),
+    "lr": (1e-12, 10.0),
+    "weight_decay": (0.0, 10.0),
+    "val_fraction": (0.0, 0.9),
+    "tolerance_km": (0.0, 20_000.0),
+    "grid_spacing_km": (1.0, 1000.0),
+    "max_size_mb": (0.0, None),
+}
+
+
+class UsageError(ValueError):
+    """A command-line argument that cannot be used (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage dump) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
 
 
 def _batches(text: str):
@@ -292,6 +325,7 @@ def _evaluate(args) -> None:
         progress=_progress_writer(args.progress_file, "evaluate"),
         batch_size=args.batch_size,
     )
+    _check_metrics(found)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out, found)
     table.to_csv(args.out.with_suffix(".csv"), index=False)
@@ -381,7 +415,7 @@ def _export(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m training",
         description="geodemo training: train, evaluate, predict, validate-data, export.",
     )
@@ -450,6 +484,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _check_args(args) -> None:
+    """Ranges of numeric arguments, paths that must exist, devices the machine has: UsageError (exit 2)."""
+    for key, (low, high) in RANGES.items():
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        bad = isinstance(value, float) and not math.isfinite(value)
+        if bad or value < low or (high is not None and value > high):
+            bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+            raise UsageError(f"--{key.replace('_', '-')} {value} is out of range; it must be {bounds}.")
+    if getattr(args, "image_size", 0) and args.image_size < 32:
+        raise UsageError(
+            f"--image-size {args.image_size} is too small; use 0 (the backbone's own) or 32 to 1024."
+        )
+    for key, flag in (("data", "--data"), ("dir", "DIR"), ("init_from", "--init-from")):
+        for path in _as_list(getattr(args, key, None)):
+            if not Path(path).exists():
+                what = ("a checkpoint folder holding config.json and model.safetensors" if key == "init_from"
+                        else "a dataset folder holding data.csv and images/")
+                raise UsageError(f"{flag} {path} does not exist; pass {what}.")
+    devices = getattr(args, "devices", None)
+    if isinstance(devices, int):
+        from geodemo.jobs import max_devices
+
+        most, kind = max_devices(getattr(args, "accelerator", "auto"))
+        if not 1 <= devices <= max(1, most):
+            raise UsageError(f"--devices {devices} is more than this machine has; use 1 to {max(1, most)} "
+                             f"({most} {kind}s here).")
+
+
+def _check_data(args) -> None:
+    """Refuse a dataset with no locations or no images before anything runs (exit 1)."""
+    from geodemo.data import read_usable
+
+    if args.command not in ("train", "evaluate", "predict"):
+        return
+    for path in _as_list(args.data):
+        if Path(path).is_dir() and (Path(path) / "data.csv").exists():  # else ImageFolder / archive
+            read_usable(path)
+
+
+def _check_metrics(found: dict) -> None:
+    """An evaluation with no finite metric evaluated nothing: a data error, never exit 0 with nulls."""
+    values = [v for k, v in found.items() if k not in ("count", "train_overlap")]
+    if not any(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        from geodemo.data import DatasetError
+
+        raise DatasetError(f"none of the {found.get('count', 0)} locations could be evaluated (no readable "
+                           "view or no finite prediction); check the data with `validate-data`.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = {
@@ -460,15 +549,30 @@ def main(argv: list[str] | None = None) -> int:
         "export": _export,
     }[args.command]
     try:
+        _check_args(args)
+        _check_data(args)
         return run(args) or 0
-    except (ValueError, OSError) as err:  # geodemo's user errors are ValueError subclasses
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - the user gets one line; GEODEMO_DEBUG=1 shows the traceback
+        if os.environ.get("GEODEMO_DEBUG"):
+            raise
+        code, message = _exit_code(err), str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if not isinstance(err, (ValueError, OSError)):  # a bug, not the user's input
+            message = (f"unexpected {type(err).__name__} ({message or 'no message'}); rerun with "
+                       "GEODEMO_DEBUG=1 for the traceback and report it")
+        print(f"error: {message or type(err).__name__}", file=sys.stderr)
         if getattr(args, "progress_file", None):
             from training.fit import write_json_atomic
 
             write_json_atomic(args.progress_file, {"stage": args.command, "done": True, "error": message})
-        return 2
+        return code
+
+
+def _exit_code(err: Exception) -> int:
+    """2: an argument that cannot be used (range, path, checkpoint); 1: bad data (or an unexpected error)."""
+    from geodemo.checkpoint import CheckpointError
+
+    usage = (UsageError, CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError)
+    return 2 if isinstance(err, usage) else 1
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import gradio as gr
 
 from geodemo.jobs import JobManager
 from geodemo.ui import evaluate_tab, label_tab, panorama_tab, predict_tab, train_tab
-from geodemo.ui.common import theme
+from geodemo.ui.common import register_paths, theme
 from geodemo.ui.settings import Settings
 from geodemo.ui.train_tab import PROGRESS_CSS
 
@@ -30,7 +30,10 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     """The whole app; `settings` default to the environment (see Settings.from_env)."""
     settings = settings or Settings.from_env()
     manager = JobManager(settings.jobs_dir)
-    with gr.Blocks(title="geodemo: where in Croatia?") as demo:
+    register_paths(settings.path_names())  # error messages name folders the way the user knows them
+    ttl = settings.upload_ttl_s  # uploads and outputs in Gradio's cache are deleted after this long
+    cleanup = (max(1, min(600, ttl // 2)), ttl)  # (every s, older than s)
+    with gr.Blocks(title="geodemo: where in Croatia?", delete_cache=cleanup) as demo:
         gr.Markdown(HEADER)
         with gr.Tabs():
             with gr.Tab("Predict", id="predict") as predict_page:
@@ -61,12 +64,17 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
 
 
 def launch_kwargs(demo: gr.Blocks) -> dict:
-    """launch() arguments: offline theme, upload limit, and only the app's own folders reachable."""
+    """launch() arguments: offline theme, upload limit, and only the app's own folders reachable.
+
+    Of the data roots and the labels folder only the images are served: never data.csv, the lock or the
+    store's temporary files. Gradio resolves symlinks first, so none leads out of these folders.
+    """
     settings: Settings = demo.geodemo_settings
+    from geodemo.data import images_dir
     from geodemo.geo import ASSETS_DIR
     from geodemo.ui.rest import routes as rest_routes
 
-    allowed = [ASSETS_DIR, settings.labels_dir, *settings.data_roots]
+    allowed = [ASSETS_DIR, *(images_dir(r) for r in [settings.labels_dir, *settings.data_roots])]
     return {
         "theme": theme(),
         "css": CSS + PROGRESS_CSS,

@@ -4,12 +4,53 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
 log = logging.getLogger("geodemo.ui")
+_PATH_NAMES: dict[Path, str] = {}  # folder -> the name users know it by (register_paths)
+_ABSOLUTE = re.compile(r"(?<![\w./:])/[^\s'\"`,;()]+/[^\s'\"`,;()]+")  # /two/or/more/parts
 VIEW_NAMES = ("north", "east", "south", "west")  # API parameter names, in VIEW_HEADINGS order
 VIEW_LABELS = ("North (0°)", "East (90°)", "South (180°)", "West (270°)")
+
+
+def register_paths(names: dict) -> None:
+    """Folders error messages should name in words (e.g. labels dir -> "the labels folder")."""
+    _PATH_NAMES.update({Path(k): str(v) for k, v in names.items()})
+
+
+def _display_path(raw: str) -> str:
+    path = Path(raw)
+    for root, name in sorted(_PATH_NAMES.items(), key=lambda kv: -len(str(kv[0]))):
+        if path == root:
+            return name
+        if path.is_relative_to(root):
+            rel = path.relative_to(root)
+            if rel.parts[0].startswith(".upload-"):  # a checkpoint upload being checked
+                return f"the uploaded {Path(*rel.parts[1:]) if len(rel.parts) > 1 else 'checkpoint'}"
+            return f"{rel} in {name}"
+    uploads = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+    if path.is_relative_to(uploads) or path.is_relative_to(tempfile.gettempdir()):
+        return f"the uploaded file {path.name}"
+    return path.name or raw
+
+
+def display_paths(text: str) -> str:
+    """`text` with every absolute server path replaced by a name the user knows (no /root, no temp dirs)."""
+
+    def one(match: re.Match) -> str:
+        raw = match.group(0)
+        stripped = raw.rstrip(".:")
+        return _display_path(stripped) + raw[len(stripped):]
+
+    text = _ABSOLUTE.sub(one, text)
+    for name in set(_PATH_NAMES.values()):  # never "the labels folder the labels folder"
+        text = text.replace(f"{name.removeprefix('the ')} {name}", name.removeprefix("the "))
+    return text
 
 
 def user_errors(fn):
@@ -25,7 +66,8 @@ def user_errors(fn):
         except gr.Error:
             raise
         except ValueError as exc:
-            raise gr.Error(str(exc).strip() or "That input is not valid.", print_exception=False) from None
+            message = display_paths(str(exc).strip())
+            raise gr.Error(message or "That input is not valid.", print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - the page gets a sentence, the log the traceback
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(

@@ -84,11 +84,14 @@ def build(settings: Settings, checkpoint_state: gr.State) -> dict:
         return f"**{store.count()}** locations labelled in `{store.root}`"
 
     @user_errors
-    def label(north, east, south, west, latitude, longitude):
-        """The `/label` API: store one location; refuses points outside Croatia."""
+    def label(north, east, south, west, latitude, longitude, request_id=None):
+        """The `/label` API: store one location; refuses points outside Croatia.
+
+        `request_id` (optional, from API clients): a retry with the same id returns the first result.
+        """
         if latitude is None or longitude is None:
             raise LabelError("Set the location first: click the map, pick a town or type the coordinates.")
-        result = store.add(views_dict(north, east, south, west), latitude, longitude)
+        result = store.add(views_dict(north, east, south, west), latitude, longitude, request_id=request_id)
         return {"uuid": result.uuid, "count": result.count, "dataset": result.root}
 
     @user_errors
@@ -201,7 +204,8 @@ def build(settings: Settings, checkpoint_state: gr.State) -> dict:
     load_button.click(load_folder, folder, walk_outputs, api_name="load_folder")
     previous_button.click(lambda w: step(w, -1), walk, walk_outputs, api_visibility="private")
     next_button.click(lambda w: step(w, +1), walk, walk_outputs, api_visibility="private")
-    save_button.click(label, [*views, latitude, longitude], saved, api_name="label").success(
+    request_id = gr.Textbox("", visible=False, label="request id")  # optional /label parameter for retries
+    save_button.click(label, [*views, latitude, longitude, request_id], saved, api_name="label").success(
         after_save, walk, walk_outputs, api_visibility="private"
     ).then(progress_text, None, progress, api_visibility="private")
     undo_button.click(undo, None, progress, api_name="undo_label")

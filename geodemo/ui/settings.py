@@ -19,7 +19,8 @@ class Settings:
 
     Env: GEODEMO_DEFAULT_CHECKPOINT, GEODEMO_LABELS_DIR (./labels), GEODEMO_JOBS_DIR (./jobs),
     GEODEMO_CHECKPOINTS_DIR (./checkpoints), GEODEMO_DATA_ROOTS (os.pathsep list; default: the
-    bundled sample when present, assets/examples and the labels dir).
+    bundled sample when present, assets/examples and the labels dir), GEODEMO_UPLOAD_TTL_S (3600: how
+    long uploads stay in Gradio's cache, seconds).
     """
 
     default_checkpoint: Path
@@ -27,6 +28,8 @@ class Settings:
     jobs_dir: Path
     checkpoints_dir: Path
     data_roots: list[Path]
+    upload_ttl_s: int = 3600
+    show_test_backbones: bool = False  # offer the internal test backbone in the Train tab (tests only)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -45,6 +48,8 @@ class Settings:
             jobs_dir=Path(env("GEODEMO_JOBS_DIR", "jobs")).resolve(),
             checkpoints_dir=Path(env("GEODEMO_CHECKPOINTS_DIR", "checkpoints")).resolve(),
             data_roots=roots,
+            upload_ttl_s=max(1, int(env("GEODEMO_UPLOAD_TTL_S", "3600"))),
+            show_test_backbones=env("GEODEMO_TEST_BACKBONES", "") == "1",
         )
 
     def checkpoints(self) -> list[Path]:
@@ -59,6 +64,15 @@ class Settings:
     def checkpoint_choices(self) -> list[tuple[str, str]]:
         """(label, path) pairs for a dropdown."""
         return [("default" if p == self.default_checkpoint else p.name, str(p)) for p in self.checkpoints()]
+
+    def path_names(self) -> dict[Path, str]:
+        """Folder -> the name a user knows it by (what error messages show instead of server paths)."""
+        names = {REPO: "the app folder"}
+        names.update({Path(r): f"data root {label!r}" for label, r in self.dataset_choices()})
+        names.update({self.labels_dir: "the labels folder", self.jobs_dir: "the jobs folder",
+                      self.checkpoints_dir: "the checkpoints folder",
+                      self.default_checkpoint: "the default checkpoint"})
+        return {Path(p): n for p, n in names.items()}
 
     def dataset_choices(self) -> list[tuple[str, str]]:
         """(label, path) pairs for the configured data roots."""

@@ -10,7 +10,7 @@ import pandas as pd
 
 from geodemo import maps
 from geodemo.backbones import BACKBONES
-from geodemo.jobs import ACCELERATORS, TRAIN_TASKS, JobManager, train_args
+from geodemo.jobs import ACCELERATORS, TRAIN_TASKS, JobManager, max_devices, train_args
 from geodemo.ui.common import user_errors
 from geodemo.ui.settings import Settings
 
@@ -195,7 +195,9 @@ def build(settings: Settings, manager: JobManager) -> dict:
                 accelerator = gr.Dropdown(
                     list(ACCELERATORS), value="auto", label="Accelerator", elem_id="train-accelerator"
                 )
-                devices = gr.Number(1, label="Devices", precision=0, minimum=1, maximum=64)
+                most, kind = max_devices("auto")  # the job form cannot ask for more than the machine has
+                devices = gr.Number(1, label=f"Devices (at most {most} {kind}s)", precision=0, minimum=1,
+                                    maximum=max(1, most))
                 limit_batches = gr.Number(
                     0, label="Batches per epoch (0 = all)", precision=0, minimum=0, elem_id="train-limit"
                 )
