@@ -37,8 +37,6 @@ INT_RANGES = {
     "limit": (1, 10_000_000),
 }
 LR_RANGE = (1e-7, 1.0)
-MAX_QUEUED = 8  # jobs waiting to run; more are refused with a message
-KEEP_FINISHED = 50  # finished job folders kept (newest); older ones are pruned so listing stays cheap
 # The form's field names, so an error names the field the user sees.
 FIELD_LABELS = {
     "max_epochs": "Epochs",
@@ -52,6 +50,8 @@ FIELD_LABELS = {
 }
 PROGRESS_PREFIX = "[geodemo] "  # a line the training CLI prints for people; the curated log shows only these
 ACCELERATORS = ("auto", "cpu", "gpu")
+MAX_QUEUED = 8  # jobs waiting to run; more are refused with a message
+KEEP_FINISHED = 50  # finished job folders kept (newest); older ones are pruned so listing stays cheap
 
 
 class JobError(ValueError):
@@ -79,12 +79,13 @@ class Job:
 
 def _int(params: dict, key: str) -> int:
     low, high = INT_RANGES[key]
+    field = FIELD_LABELS.get(key, key.replace("_", " ").capitalize())
     try:
         value = int(params[key])
-    except (TypeError, ValueError):
-        raise JobError(f"{key.replace('_', ' ')} must be a whole number between {low} and {high}.") from None
+    except (TypeError, ValueError, OverflowError):
+        raise JobError(f"{field} must be a whole number between {low} and {high}.") from None
     if not low <= value <= high or value != float(params[key]):
-        raise JobError(f"{key.replace('_', ' ')} must be a whole number between {low} and {high}.")
+        raise JobError(f"{field} must be a whole number between {low} and {high}, not {params[key]!r}.")
     return value
 
 
@@ -121,21 +122,38 @@ def _dataset(path, data_roots) -> Path:
     return chosen
 
 
+def _datasets(params: dict, data_roots) -> list[Path]:
+    """The ticked datasets (`datasets`, a list, or one `dataset`), each a configured root, no repeats."""
+    chosen = params.get("datasets")
+    if chosen is None:
+        chosen = [params.get("dataset")]
+    if isinstance(chosen, (str, Path)):
+        chosen = [chosen]
+    paths = list(dict.fromkeys(_dataset(p, data_roots) for p in chosen if p))
+    if not paths:
+        raise JobError("Datasets: tick at least one dataset to train on.")
+    return paths
+
+
 def _name(name: str) -> str:
     if not is_safe_id(str(name or "")):
         raise JobError("The name may use only letters, digits, '.', '_' and '-' (at most 128, no '..').")
     return str(name)
 
 
-def train_args(params: dict, data_roots, checkpoints_dir, backbones=()) -> tuple[list[str], Path]:
+def train_args(
+    params: dict, data_roots, checkpoints_dir, backbones=(), checkpoints=()
+) -> tuple[list[str], Path]:
     """Validated `train` argv and its output checkpoint dir.
 
     Args:
-        params: task, backbone, dataset, name, max_epochs, image_size, batch_size, lr, unfreeze_epoch,
-            accelerator, devices, optional limit_train_batches / limit_val_batches / prior.
+        params: task, backbone, datasets (list; or one dataset), name, max_epochs, image_size, batch_size,
+            lr, unfreeze_epoch, accelerator, devices, optional limit_train_batches / limit_val_batches /
+            prior / init_from (a checkpoint to start from).
         data_roots: the allowed dataset directories.
         checkpoints_dir: where trained checkpoints go (the output is <checkpoints_dir>/<name>).
         backbones: allowed backbone names (empty = do not check).
+        checkpoints: the checkpoint dirs `init_from` may name.
     """
     task = params.get("task")
     if task not in TRAIN_TASKS:
@@ -159,8 +177,7 @@ def train_args(params: dict, data_roots, checkpoints_dir, backbones=()) -> tuple
         "train",
         "--task",
         task,
-        "--data",
-        str(_dataset(params.get("dataset"), data_roots)),
+        *[a for path in _datasets(params, data_roots) for a in ("--data", str(path))],
         "--out",
         str(out),
         "--backbone",
@@ -183,6 +200,12 @@ def train_args(params: dict, data_roots, checkpoints_dir, backbones=()) -> tuple
             args += [f"--{key.replace('_', '-')}", str(_int(params, key))]
     if params.get("prior"):
         args += ["--prior", str(Path(params["prior"]).resolve())]
+    if params.get("init_from"):
+        known = {Path(c).resolve() for c in checkpoints}
+        start = Path(str(params["init_from"])).resolve()
+        if start not in known:
+            raise JobError(f"Start from: {params['init_from']!r} is not one of the available checkpoints.")
+        args += ["--init-from", str(start)]
     return args, out
 
 
@@ -292,15 +315,38 @@ class JobManager:
             return job
 
     def _recover(self) -> None:
-        """After an app restart: a `running` job whose process is gone failed (interrupted)."""
+        """After an app restart: a `running` job whose process is gone is done if its outputs are complete
+        (it finished while the app was down), else failed (interrupted)."""
         for job in self.list():
             if job.status == "running" and not _pid_alive(job.pid):
+                if self._outputs_complete(job):
+                    message = "finished while the app was down"
+                    self._update(job.id, status="done", returncode=0, message=message,
+                                 finished=self._finished_at(job))
+                    continue
                 self._update(
                     job.id,
                     status="failed",
                     finished=time.time(),
                     message="interrupted: the app stopped while the job was running",
                 )
+
+    def _outputs_complete(self, job: Job) -> bool:
+        """True when the job's own outputs say it finished: progress done without error, and its checkpoint
+        (train: config.json + model.safetensors) or results (evaluate: JSON + CSV) in place."""
+        progress = self.progress(job.id)
+        if not progress.get("done") or progress.get("error"):
+            return False
+        out = Path(job.out)
+        if job.kind == "train":
+            return (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+        return out.is_file() and out.with_suffix(".csv").is_file()
+
+    def _finished_at(self, job: Job) -> float:
+        try:
+            return (self.path(job.id) / "progress.json").stat().st_mtime
+        except OSError:
+            return time.time()
 
     # --- public actions -------------------------------------------------------------------------
     @staticmethod
@@ -316,10 +362,13 @@ class JobManager:
         title: str = "",
         params: dict | None = None,
         job_id: str | None = None,
+        reserve: bool = False,
     ) -> Job:
         """Queue `python -m training <args>`; `args` must come from train_args/evaluate_args.
 
-        `job_id` (from new_id) lets the caller put outputs into the job's own folder.
+        `job_id` (from new_id) lets the caller put outputs into the job's own folder. `reserve` creates the
+        output folder `out` now, atomically: its name is taken from submission on, and a second job or an
+        upload under the same name is refused (JobError) while this one waits.
         """
         job_id = job_id or self.new_id(kind)
         with self._lock:
@@ -337,6 +386,12 @@ class JobManager:
             params=dict(params or {}),
         )
         with self._lock:
+            if reserve:
+                try:
+                    Path(out).mkdir(parents=True)
+                except FileExistsError:
+                    raise JobError(f"A checkpoint named {Path(out).name!r} already exists or is being "
+                                   "trained; choose another name.") from None
             self._save(job)
         self._wake.set()
         return job
@@ -374,6 +429,41 @@ class JobManager:
             params = {**job.params, "resumed_from": job.id}
             title = job.title if job.title.endswith("(resumed)") else f"{job.title} (resumed)"
             return self.submit("train", job.args, job.out, title=title, params=params)
+
+    def delete(self, job_id: str) -> Job:
+        """Delete a cancelled or failed job: its folder and its unfinished checkpoint folder (frees the name).
+
+        A complete checkpoint is never deleted here, nor is a queued, running or done job.
+        """
+        with self._lock:
+            job = self.get(job_id)
+            if job.status not in ("failed", "cancelled"):
+                raise JobError(f"Only a cancelled or failed job can be deleted; job {job_id} is "
+                               f"{job.status}.")
+            others = [j for j in self.list() if j.id != job.id and j.out == job.out]
+            out = Path(job.out)
+            complete = (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+            if job.kind == "train" and out.is_dir() and not complete and not others:
+                shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(self.path(job.id), ignore_errors=True)
+            return job
+
+    def log_file(self, job_id: str) -> Path:
+        """The job's full log file (stdout + stderr of its process)."""
+        return self.path(job_id) / "log.txt"
+
+    def curated_log(self, job_id: str, lines: int = 30) -> str:
+        """The last `lines` lines meant for people: the CLI's progress lines and its error sentence.
+
+        Lightning's tips, warnings and tracebacks stay in the full log (`log_file`).
+        """
+        kept = []
+        for line in self.log_tail(job_id, 2000).splitlines():
+            if line.startswith(PROGRESS_PREFIX):
+                kept.append(line[len(PROGRESS_PREFIX):])
+            elif line.startswith(("error:", "resuming from", "not resuming")):
+                kept.append(line)
+        return "\n".join(kept[-lines:])
 
     def log_tail(self, job_id: str, lines: int = 40) -> str:
         """The last `lines` lines of the job's log."""

@@ -29,6 +29,7 @@ from geodemo.images import ImageError, encode_jpeg, load_rgb
 
 COLUMNS = ("uuid", "latitude", "longitude", "heading", "county")
 REQUEST_COLUMN = "request_id"  # added to data.csv the first time a client sends a request id
+SOURCE_COLUMN = "source_uuid"  # the location id in the folder a label was made from (traceability)
 LOCK_TIMEOUT_S = 60
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 log = logging.getLogger("geodemo.labels")
@@ -48,6 +49,8 @@ class LabelResult:
 
 
 def _number(value, what: str) -> float:
+    if isinstance(value, str) and value.count(",") == 1 and "." not in value:
+        value = value.replace(",", ".")  # a decimal comma, as typed in Croatian: "45,8150"
     try:  # True/False are ints to Python, never coordinates; 10**400 overflows float
         number = math.nan if isinstance(value, bool) else float(value)
     except (TypeError, ValueError, OverflowError):
@@ -56,6 +59,11 @@ def _number(value, what: str) -> float:
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
         raise LabelError(f"The {what} {shown} is not a number; enter decimal degrees such as 45.8150.")
     return number
+
+
+def parse_degrees(value, what: str = "coordinate") -> float:
+    """Decimal degrees from a number or text ("45.815", "45,815"); LabelError naming `what` otherwise."""
+    return _number(value, what)
 
 
 def _request_id(value) -> str | None:
@@ -155,7 +163,7 @@ class LabelStore:
             _write_atomic(self.csv_path, buf.read().encode("utf-8"), self.tmp_dir)
 
     def add(self, views: dict, latitude, longitude, heading: float | None = None,
-            request_id: str | None = None) -> LabelResult:
+            request_id: str | None = None, source_uuid: str | None = None) -> LabelResult:
         """Store one location.
 
         Args:
@@ -164,12 +172,16 @@ class LabelStore:
             heading: optional camera heading of view 0, degrees clockwise from north.
             request_id: optional client id of this request; a retry with an id already stored returns
                 that label's result and stores nothing (also after a restart: the id is in data.csv).
+            source_uuid: id of the location in the folder the views came from; kept in the `source_uuid`
+                column, and used as the label's own uuid when no stored label has it yet.
 
         Raises:
             LabelError: no views, an unreadable image, a non-numeric or out-of-Croatia point;
                 nothing is written then.
         """
         request_id = _request_id(request_id)
+        if source_uuid is not None and not is_safe_id(str(source_uuid)):
+            raise LabelError(f"The source location id {source_uuid!r} is not a safe folder name.")
         lat, lon = _number(latitude, "latitude"), _number(longitude, "longitude")
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
             raise LabelError(f"The point ({lat}, {lon}) is not a valid coordinate; "
@@ -208,6 +220,13 @@ class LabelStore:
                         return LabelResult(uuid=done["uuid"], count=len(rows), root=str(self.root))
                     fields += [] if REQUEST_COLUMN in fields else [REQUEST_COLUMN]
                     row[REQUEST_COLUMN] = request_id
+                if source_uuid is not None:
+                    fields += [] if SOURCE_COLUMN in fields else [SOURCE_COLUMN]
+                    row[SOURCE_COLUMN] = str(source_uuid)
+                    free = all(r.get("uuid") != source_uuid for r in rows)
+                    if free and not (self.root / "images" / source_uuid).exists():
+                        new_id = row["uuid"] = str(source_uuid)
+                        folder = self.root / "images" / new_id
                 folder.mkdir(parents=True)
                 for key, data in encoded.items():
                     _write_atomic(folder / f"{key}.jpg", data, self.tmp_dir)

@@ -24,7 +24,9 @@ ZOOM = 5.95  # whole country in a ~540 px tall, ~650 px wide map
 SIMPLIFY_DEG = 0.006  # ~600 m: enough at country zoom, keeps figures small
 PRED_COLOUR, TRUTH_COLOUR, ARGMAX_COLOUR = "#d62728", "#2ca02c", "#6a3d9a"
 ERROR_BINS_KM = (0, 10, 25, 50, 100, 200, math.inf)
-ERROR_COLOURS = ("#1a9850", "#91cf60", "#d9ef8b", "#fee08b", "#fc8d59", "#d73027")
+# error bins' colours, green to dark red; every one dark enough to read on white (no pale yellow)
+ERROR_COLOURS = ("#1a7f37", "#5a9e1a", "#a68a00", "#e07000", "#d1452b", "#8e0b2e")
+TRUTH_MARK = "#111111"  # the error map's truth dots
 
 
 def map_style() -> str:
@@ -213,13 +215,15 @@ def empty_map(height: int = 540) -> go.Figure:
 
 
 def error_map(frame: pd.DataFrame) -> go.Figure:
-    """Truth -> prediction segments coloured by error (binned), truth points on top.
+    """Every location as truth (black dot, white ring) -> prediction (dot at the line's other end), the line
+    and the prediction coloured by the error (binned, dark enough to read on the pale map), with a legend.
 
     Args:
         frame: columns true_lat, true_lon, pred_lat, pred_lon, error_km [, uuid].
     """
     fig = go.Figure([county_layer(None), _outline_trace()])
     bins = pd.cut(frame.error_km, ERROR_BINS_KM, right=False)
+    ids = frame.get("uuid", pd.Series("", index=frame.index)).astype(str)
     for (interval, group), colour in zip(frame.groupby(bins, observed=False), ERROR_COLOURS):
         if group.empty:
             continue
@@ -229,30 +233,42 @@ def error_map(frame: pd.DataFrame) -> go.Figure:
         label = f"{interval.left:.0f}-{hi} km" if hi else f">= {interval.left:.0f} km"
         fig.add_trace(
             go.Scattermap(
-                lat=lats,
-                lon=lons,
-                mode="lines",
-                line={"width": 2, "color": colour},
-                name=f"{label} ({len(group)})",
-                hoverinfo="skip",
-                legendgroup=label,
+                lat=lats, lon=lons, mode="lines", line={"width": 2.5, "color": colour}, hoverinfo="skip",
+                showlegend=False, legendgroup=label,
             )
         )
         fig.add_trace(
             go.Scattermap(
-                lat=group.true_lat,
-                lon=group.true_lon,
+                lat=group.pred_lat,
+                lon=group.pred_lon,
                 mode="markers",
-                marker={"size": 7, "color": colour},
-                customdata=np.column_stack(
-                    [group.error_km, group.get("uuid", pd.Series("", index=group.index))]
-                ),
-                hovertemplate="%{customdata[1]}<br>error %{customdata[0]:.1f} km<extra></extra>",
-                showlegend=False,
+                marker={"size": 9, "color": colour},
+                name=f"prediction, error {label} ({len(group)})",
+                customdata=np.column_stack([group.error_km, ids[group.index]]),
+                hovertemplate="%{customdata[1]}<br>prediction: error %{customdata[0]:.1f} km<extra></extra>",
                 legendgroup=label,
             )
         )
-    return _layout(fig)
+    fig.add_trace(  # the truth on top: a black dot in a white ring, unlike any prediction
+        go.Scattermap(
+            lat=frame.true_lat, lon=frame.true_lon, mode="markers", marker={"size": 11, "color": "white"},
+            hoverinfo="skip", showlegend=False,
+        )
+    )
+    fig.add_trace(
+        go.Scattermap(
+            lat=frame.true_lat,
+            lon=frame.true_lon,
+            mode="markers",
+            marker={"size": 6, "color": TRUTH_MARK},
+            name=f"truth ({len(frame)})",
+            customdata=np.column_stack([frame.error_km, ids]),
+            hovertemplate="%{customdata[1]}<br>truth: error %{customdata[0]:.1f} km<extra></extra>",
+        )
+    )
+    fig = _layout(fig)
+    fig.update_layout(legend={"title": {"text": "truth ● — line — ● prediction"}})
+    return fig
 
 
 def error_histogram(frame: pd.DataFrame) -> go.Figure:

@@ -34,6 +34,7 @@ def app_server(tmp_path_factory, sample_dir):
         jobs_dir=root / "jobs",
         checkpoints_dir=root / "checkpoints",
         data_roots=[EXAMPLES_DIR, Path(sample_dir).resolve(), root / "labels"],
+        show_test_backbones=True,  # tiny training budgets in the browser tests
     )
     demo = build_app(settings)
     port = free_port()

@@ -122,6 +122,7 @@ def test_job_form_is_validated(client):
             client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/start_training"][
                 "parameters"
             ][2]["parameter_default"],
+            "",
             "../../evil",
             1,
             64,

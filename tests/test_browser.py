@@ -120,7 +120,6 @@ def test_label_by_clicking_the_map(page, app_server, sample_dir):
     assert 45.3 < lat < 46.3 and 15.4 < lon < 16.5
     csv = app_server.settings.labels_dir / "data.csv"
     before = len(read_locations(app_server.settings.labels_dir)) if csv.exists() else 0
-    _shot(page, "label")
     page.keyboard.press("Control+Enter")  # the save & next shortcut
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (not csv.exists() or len(read_locations(csv.parent)) == before):
@@ -130,47 +129,172 @@ def test_label_by_clicking_the_map(page, app_server, sample_dir):
     assert abs(frame.latitude.iloc[-1] - lat) < 1e-5 and abs(frame.longitude.iloc[-1] - lon) < 1e-5
 
 
-def test_train_job_shows_progress_and_cancels(page):
+def _map_click(pg, fx: float, fy: float) -> None:
+    box = pg.locator("#label-map svg").bounding_box()
+    pg.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+
+
+def _value(pg, elem_id: str) -> str:
+    return pg.locator(f"#{elem_id} input, #{elem_id} textarea").first.input_value()
+
+
+def test_label_three_locations_from_a_folder(page, app_server, sample_dir):
+    """Walk a folder: each location starts without a point, Save waits for a click, undo steps back."""
+    page.get_by_role("tab", name="Label").click()
+    page.wait_for_selector("#label-map svg path.county")
+    store = app_server.settings.labels_dir
+    before = len(read_locations(store)) if (store / "data.csv").exists() else 0
+    _pick(page, "label-folder", "lumen-sample")
+    page.click("#label-load")
+    page.locator("#label-walk", has_text="Location 1 /").wait_for()
+    ids = sorted(p.name for p in (sample_dir / "images").iterdir())
+    points = [(0.42, 0.2), (0.3, 0.35), (0.75, 0.25)]  # near Zagreb, in Lika, in Slavonia
+    clicked = []
+    for k, (fx, fy) in enumerate(points):
+        page.locator("#label-walk", has_text=f"Location {k + 1} /").wait_for()
+        assert _value(page, "label-lat") == "" and _value(page, "label-lon") == ""  # nothing carried over
+        assert page.locator("#label-save").is_disabled()
+        assert page.locator("#label-map .pin").count() == 0
+        page.keyboard.press("Control+Enter")  # ignored: this location has no point yet
+        _map_click(page, fx, fy)
+        page.wait_for_function("document.querySelector('#label-lat input').value !== ''")
+        page.locator("#label-map .pin").wait_for()
+        clicked.append((float(_value(page, "label-lat")), float(_value(page, "label-lon"))))
+        if k == 0:
+            _shot(page, "label")
+        page.wait_for_function("!document.querySelector('#label-save').disabled")
+        page.keyboard.press("Control+Enter")
+        page.keyboard.press("Control+Enter")  # a double press must not save this point twice
+    page.locator("#label-walk", has_text="Location 4 /").wait_for()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(read_locations(store)) < before + 3:
+        time.sleep(0.2)
+    time.sleep(1)
+    frame = read_locations(store).iloc[before:]
+    assert len(frame) == 3
+    assert frame.source_uuid.tolist() == ids[:3]
+    for (lat, lon), row in zip(clicked, frame.itertuples()):
+        assert abs(row.latitude - lat) < 1e-5 and abs(row.longitude - lon) < 1e-5
+    assert len({(round(a, 3), round(b, 3)) for a, b in clicked}) == 3
+    page.click("#label-undo")
+    page.locator("#label-walk", has_text="Location 3 /").wait_for()
+    assert _value(page, "label-lat") == "" and page.locator("#label-save").is_disabled()
+    assert read_locations(store).source_uuid.tolist()[before:] == ids[:2]
+    assert not (store / "images" / frame.uuid.iloc[2]).exists()
+
+
+def _wait(condition, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def _start_job(pg, name: str) -> None:
+    pg.locator("#train-name input, #train-name textarea").first.fill(name)
+    pg.click("#train-start")
+
+
+def test_two_jobs_reload_find_and_cancel_the_running_one(page, app_server):
+    """Start two jobs; after a reload the table lists both, the running one is found and cancelled."""
+    manager = app_server.demo.geodemo_jobs
     page.get_by_role("tab", name="Train").click()
     _pick(page, "train-backbone", "test_efficientnet")
-    _pick(page, "train-dataset", "LUMEN sample")
+    page.locator("#train-datasets label", has_text="LUMEN sample").click()
+    page.locator("#train-datasets label", has_text="bundled examples").click()  # untick the default
     _pick(page, "train-accelerator", "cpu")
-    page.locator("#train-name input, #train-name textarea").first.fill("browser-run")
-    for elem_id, value in (
-        ("train-epochs", 1),
-        ("train-image-size", 64),
-        ("train-batch-size", 4),
-        ("train-limit", 1),
-    ):
+    for elem_id, value in (("train-epochs", 300), ("train-image-size", 64), ("train-batch-size", 4),
+                           ("train-limit", 1)):
         _fill(page, elem_id, value)
-    page.click("#train-start")
+    job_box = page.locator("#train-job textarea, #train-job input").first
     status = page.locator("#train-status input, #train-status textarea").first
-    page.wait_for_function("document.querySelector('#train-job textarea, #train-job input').value !== ''")
-    deadline = time.monotonic() + 60
-    while status.input_value() != "running" and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert status.input_value() == "running"
-    page.locator("#train-progress .job-bar").wait_for()
+    _start_job(page, "browser-run")
+    _wait(lambda: job_box.input_value() != "", what="the first job id")
+    first = job_box.input_value()
+    _wait(lambda: status.input_value() == "running", what="the first job to run")
+    _start_job(page, "browser-run")  # the name is taken from submission on
+    page.locator(".toast-body", has_text="already exists").first.wait_for()
+    _start_job(page, "browser-run-2")
+    _wait(lambda: len(manager.list()) >= 2, what="the second job")
+    assert job_box.input_value() == first  # the view stays on the running job
     log = page.locator("#train-log textarea")
-    deadline = time.monotonic() + 30  # let the job log a few lines for the screenshot
-    while log.input_value().count("\n") < 3 and time.monotonic() < deadline:
-        time.sleep(0.5)
+    _wait(lambda: "epoch" in log.input_value() or "caching" in log.input_value(), 120, "progress lines")
+    assert "Tip" not in log.input_value() and "warn" not in log.input_value().lower()
     _shot(page, "train")
+
+    page.reload()
+    page.get_by_role("tab", name="Train").click()
+    rows = page.locator("#train-jobs [role=row]")
+    _wait(lambda: rows.filter(has_text="browser-run").count() >= 2, what="the jobs table after a reload")
+    assert "running" in rows.filter(has_text=first).inner_text()
+    assert "queued" in rows.filter(has_text="browser-run-2").inner_text()
+    rows.filter(has_text=first).locator("[role=gridcell]").first.click()  # follow the running job
+    _wait(lambda: job_box.input_value() == first and status.input_value() == "running", what="following")
     page.click("#train-cancel")
-    deadline = time.monotonic() + 30
-    while status.input_value() != "cancelled" and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert status.input_value() == "cancelled"
+    _wait(lambda: manager.get(first).status == "cancelled", 60, "the cancel")
+    second = next(j for j in manager.list() if j.title.startswith("browser-run-2"))
+    _wait(lambda: manager.get(second.id).status == "running", 60, "the queued job to start")
+    manager.cancel(second.id)
+    _wait(lambda: manager.get(second.id).status == "cancelled", 60, "the second cancel")
+    # a cancelled job can be deleted, which frees its name
+    rows.filter(has_text=first).locator("[role=gridcell]").first.click()
+    _wait(lambda: status.input_value() == "cancelled", what="the cancelled status")
+    page.click("#train-delete")
+    _wait(lambda: not (app_server.settings.jobs_dir / first).exists(), 30, "the delete")
+    assert not (app_server.settings.checkpoints_dir / "browser-run").exists()
 
 
-def test_evaluate_and_inspect_the_worst_location(page):
+def _done_evaluations(manager) -> int:
+    return sum(j.kind == "evaluate" and j.status == "done" for j in manager.list())
+
+
+def test_evaluate_an_uploaded_zip_then_compare_two_checkpoints(page, app_server, sample_dir, tmp_path):
+    """Upload a zip of 10 sample locations, see metrics and the error map, inspect one, then compare the
+    bundled checkpoint with a second one (the same weights read out by argmax) on the same data."""
+    import json
+    import shutil
+
+    from test_archive import sample_zip
+
+    from geodemo.checkpoint import DEFAULT_CHECKPOINT
+
+    manager = app_server.demo.geodemo_jobs
+    second = app_server.settings.checkpoints_dir / "default-argmax"
+    shutil.copytree(DEFAULT_CHECKPOINT, second)
+    config = json.loads((second / "config.json").read_text())
+    (second / "config.json").write_text(json.dumps({**config, "point_mode": "argmax"}))
+
     page.get_by_role("tab", name="Evaluate").click()
-    _pick(page, "eval-dataset", "bundled examples")
+    page.locator("#eval-upload-box").get_by_text("Upload a dataset").click()
+    archive = sample_zip(sample_dir, tmp_path / "ten.zip")
+    page.locator("#eval-upload input[type=file]").set_input_files(str(archive))
+    page.locator("#eval-dataset input").first.wait_for()
+    _wait(lambda: "ten.zip" in page.locator("#eval-dataset input").input_value(), 60, "the unpacked dataset")
+    before = _done_evaluations(manager)
     page.click("#eval-run")
-    page.locator("#eval-metrics", has_text="mean error").wait_for(timeout=120_000)
+    page.locator("#eval-metrics", has_text="mean error").wait_for(timeout=180_000)
+    assert page.locator("#eval-metrics", has_text="locations").inner_text().count("10") >= 1
     page.locator("#eval-worst [role=gridcell]").nth(1).click()
     page.wait_for_selector("#eval-views img")
     page.locator("#eval-detail", has_text="error").wait_for()
-    assert page.locator("#eval-views img").count() >= 1
+    _wait(lambda: page.locator("#eval-views img").count() == 4, 30, "the four views")
+    worst = page.locator("#eval-worst").inner_text()
+    assert "HR-" not in worst  # counties by name
     time.sleep(2)
     _shot(page, "evaluate")
+
+    page.get_by_role("tab", name="Predict").click()  # refreshes the checkpoint lists
+    page.get_by_role("tab", name="Evaluate").click()
+    _pick(page, "eval-checkpoint", "default-argmax")
+    page.click("#eval-run")
+    _wait(lambda: _done_evaluations(manager) == before + 2, 180, "the second evaluation")
+    page.locator("#eval-compare-box").get_by_text("Compare two checkpoints").click()
+    _pick(page, "eval-compare-a", "default on uploaded ten.zip")
+    _pick(page, "eval-compare-b", "default-argmax on uploaded ten.zip")
+    page.click("#eval-compare")
+    page.locator("#eval-compare-table", has_text="difference").wait_for(timeout=60_000)
+    assert "better" in page.locator("#eval-compare-text").inner_text()
+    table = page.locator("#eval-compare-table").inner_text()
+    assert "default-argmax" in table and "± " in table
+    page.locator("#eval-compare-box").scroll_into_view_if_needed()
+    _shot(page, "evaluate-compare")

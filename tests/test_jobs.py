@@ -166,3 +166,80 @@ def test_evaluate_args_only_known_checkpoints_and_roots(tmp_path):
         evaluate_args(ckpt, "/", [data], [ckpt], tmp_path / "e.json")
     with pytest.raises(JobError):
         JobManager(tmp_path / "jobs", start=False).get("../../etc")
+
+
+def test_a_job_that_finished_while_the_app_was_down_is_done(tmp_path, fake_cli):
+    """Its own outputs (progress done, checkpoint complete) say done; without them it was interrupted."""
+    root, ckpt = tmp_path / "jobs", tmp_path / "ckpt"
+    first = JobManager(root, command=fake_cli, start=False)
+    finished = first.submit("train", ["train", "a"], out=ckpt)
+    lost = first.submit("train", ["train", "b"], out=tmp_path / "other")
+    for job in (finished, lost):
+        record = json.loads((root / job.id / "job.json").read_text())
+        record.update(status="running", pid=2**22 + 12345)
+        (root / job.id / "job.json").write_text(json.dumps(record))
+        (root / job.id / "progress.json").write_text(json.dumps({"done": True, "error": None}))
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "model.safetensors").write_bytes(b"x")
+    second = JobManager(root, command=fake_cli, start=False)
+    done = second.get(finished.id)
+    assert done.status == "done" and "while the app was down" in done.message
+    assert second.get(lost.id).status == "failed" and "interrupted" in second.get(lost.id).message
+    with pytest.raises(JobError, match="done train job"):
+        second.resume(finished.id)
+
+
+def test_names_are_reserved_on_submit_and_freed_by_delete(tmp_path, fake_cli):
+    manager = JobManager(tmp_path / "jobs", command=fake_cli, start=False)
+    out = tmp_path / "ckpts" / "run1"
+    job = manager.submit("train", ["train", "x"], out=out, reserve=True)
+    assert out.is_dir()
+    with pytest.raises(JobError, match="already exists"):
+        manager.submit("train", ["train", "y"], out=out, reserve=True)
+    with pytest.raises(JobError, match="cancelled or failed"):
+        manager.delete(job.id)  # still queued
+    manager.cancel(job.id)
+    manager.delete(job.id)
+    assert not out.exists() and job.id not in [j.id for j in manager.list()]
+    assert manager.submit("train", ["train", "z"], out=out, reserve=True).status == "queued"
+
+
+def test_the_curated_log_keeps_progress_lines_only(tmp_path):
+    from geodemo.jobs import PROGRESS_PREFIX
+
+    manager = JobManager(tmp_path / "jobs", start=False)
+    job = manager.submit("train", ["train"], out="x")
+    manager.log_file(job.id).write_text(
+        "💡 Tip: For seamless cloud logging ...\n"
+        f"{PROGRESS_PREFIX}caching embeddings: 4 / 8\n"
+        "/x/lightning/fit_loop.py:538: Found 90 module(s) in eval mode ...\n"
+        f"{PROGRESS_PREFIX}epoch 1 / 2 done · val mean 90.1 km\n"
+        "error: the dataset has no locations\n"
+    )
+    assert manager.curated_log(job.id).splitlines() == [
+        "caching embeddings: 4 / 8",
+        "epoch 1 / 2 done · val mean 90.1 km",
+        "error: the dataset has no locations",
+    ]
+    assert "Tip" in manager.log_file(job.id).read_text()  # the full log keeps everything
+
+
+def test_field_errors_name_the_field(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    params = {"task": "multi", "backbone": "b", "datasets": [str(data)], "name": "r", "max_epochs": 0,
+              "image_size": 0, "batch_size": 4, "lr": 1e-3, "unfreeze_epoch": -1, "accelerator": "cpu",
+              "devices": 1}
+    with pytest.raises(JobError, match="^Epochs must be"):
+        train_args(params, [data], tmp_path / "ckpts", backbones=("b",))
+    with pytest.raises(JobError, match="^Batch size must be"):
+        train_args({**params, "max_epochs": 1, "batch_size": 0}, [data], tmp_path / "ckpts", backbones=("b",))
+    with pytest.raises(JobError, match="^Datasets: tick"):
+        train_args({**params, "max_epochs": 1, "datasets": []}, [data], tmp_path / "ckpts", backbones=("b",))
+    two = tmp_path / "two"
+    two.mkdir()
+    args, _ = train_args({**params, "max_epochs": 1, "datasets": [str(data), str(two)]}, [data, two],
+                         tmp_path / "ckpts", backbones=("b",))
+    given = [args[i + 1] for i, a in enumerate(args) if a == "--data"]
+    assert given == [str(data.resolve()), str(two.resolve())]

@@ -85,3 +85,21 @@ def test_labelled_set_passes_validation(tmp_path, real_views):
     report = validate_dataset(tmp_path)
     assert report.ok, report.format()
     assert (report.n_locations, report.n_views) == (2, 6) and len(report.warnings) == 1
+
+
+def test_decimal_commas_and_source_uuid(tmp_path, real_views):
+    """"45,8150" is 45.815 degrees (not 458150); a folder label keeps its source id (as uuid when free)."""
+    store = LabelStore(tmp_path / "labels")
+    source = real_views[0].parent.name
+    first = store.add({0: real_views[0]}, "45,8150", "15,9819", source_uuid=source)
+    again = store.add({0: real_views[0]}, "45.8150", "15.9819", source_uuid=source)  # labelled twice
+    plain = store.add({0: TINY}, *ZAGREB)
+    frame = store.frame()
+    assert frame.latitude.tolist() == [45.815] * 3 and frame.longitude.tolist() == [15.9819] * 3
+    assert first.uuid == source and again.uuid not in (source, plain.uuid)
+    assert frame.source_uuid.tolist() == [source, source, ""]
+    with pytest.raises(LabelError, match="not a number"):
+        store.add({0: TINY}, "45,81,50", "15.98")
+    with pytest.raises(LabelError, match="safe folder name"):
+        store.add({0: TINY}, *ZAGREB, source_uuid="../evil")
+    assert store.count() == 3

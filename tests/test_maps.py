@@ -66,10 +66,15 @@ def test_error_figures():
     )
     fig = maps.error_map(frame)
     _offline(fig)
-    segments = [
-        t for t in fig.data if t.type == "scattermap" and t.mode == "lines" and t.showlegend is not False
-    ]
+    segments = [t for t in fig.data if t.type == "scattermap" and t.mode == "lines" and t.legendgroup]
     assert len(segments) == 3  # three error bins, one coloured trace each
+    predictions = [t for t in fig.data if (t.name or "").startswith("prediction")]
+    assert [t.marker.color for t in predictions] == [t.line.color for t in segments]  # line = end's colour
+    assert [list(t.lat) for t in predictions] == [[45.7], [44.5], [45.0]]
+    truth = next(t for t in fig.data if (t.name or "").startswith("truth"))
+    assert list(truth.lat) == [45.8, 43.5, 45.3]
+    assert truth.marker.color not in [t.marker.color for t in predictions]
+    assert "truth" in fig.layout.legend.title.text and "prediction" in fig.layout.legend.title.text
     assert maps.error_histogram(frame).data[0].type == "histogram"
     cdf = maps.error_cdf(frame).data[0]
     assert list(cdf.y) == pytest.approx([1 / 3, 2 / 3, 1])

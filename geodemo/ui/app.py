@@ -75,6 +75,7 @@ def launch_kwargs(demo: gr.Blocks) -> dict:
     from geodemo.ui.rest import routes as rest_routes
 
     allowed = [ASSETS_DIR, *(images_dir(r) for r in [settings.labels_dir, *settings.data_roots])]
+    allowed.append(settings.uploads_dir)  # datasets unpacked from uploaded zips (random folder names)
     return {
         "theme": theme(),
         "css": CSS + PROGRESS_CSS,

@@ -1,4 +1,8 @@
-"""Evaluate tab: queue `python -m training evaluate ...`, then metrics, error map/plots, worst cases."""
+"""Evaluate tab: queue `python -m training evaluate ...`, then metrics, error map/plots, worst cases.
+
+A dataset can also be uploaded as a .zip (geodemo.archive unpacks and validates it into the upload folder),
+and two finished evaluations of the same data can be compared (geodemo.compare).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,11 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from geodemo import maps
+from geodemo import geo, maps
+from geodemo.archive import unpack_dataset
+from geodemo.compare import compare_errors, verdict
 from geodemo.data import view_paths
-from geodemo.jobs import JobManager, evaluate_args
+from geodemo.jobs import JobError, JobManager, evaluate_args
 from geodemo.predict import Predictor
 from geodemo.ui.common import user_errors
 from geodemo.ui.settings import Settings
@@ -40,6 +46,13 @@ WORST_COLUMNS = [
 ]
 
 
+def county_name(value) -> str:
+    """A county as its name (name_hr), whether given as an ISO code (HR-17) or already as a name."""
+    value = "" if value is None or (isinstance(value, float) and value != value) else str(value)
+    names = dict(zip(geo.COUNTY_CODES, geo.county_names()))
+    return names.get(value, value)
+
+
 def metrics_frame(metrics: dict) -> pd.DataFrame:
     """The evaluation JSON as a two-column table (shares shown as percentages)."""
     rows = []
@@ -58,29 +71,96 @@ def load_results(job) -> tuple[dict, pd.DataFrame]:
     metrics = json.loads(out.read_text(encoding="utf-8"))
     frame = pd.read_csv(out.with_suffix(".csv"))
     frame = frame.sort_values("error_km", ascending=False).reset_index(drop=True)
+    for column in ("true_county", "pred_county"):
+        if column in frame:
+            frame[column] = frame[column].map(county_name)
     return metrics, frame
 
 
 def build(settings: Settings, manager: JobManager) -> dict:
     """Lay out the tab and wire its events."""
 
-    @user_errors
-    def run(checkpoint, dataset, limit):
+    def dataset_options() -> list[tuple[str, str]]:
+        uploads = []
+        for folder in settings.uploaded_datasets():
+            marker = folder / ".name"  # the archive's file name, written at upload
+            name = marker.read_text(encoding="utf-8") if marker.is_file() else folder.name
+            uploads.append((f"uploaded {name}", str(folder)))
+        return settings.dataset_choices() + uploads
+
+    def dataset_label(dataset) -> str:
+        return dict((path, label) for label, path in dataset_options()).get(str(dataset), Path(dataset).name)
+
+    def queue(checkpoint, dataset, limit):
         new_id = manager.new_id("evaluate")
         out = manager.path(new_id) / "eval.json"  # results live in the job's own folder
-        args = evaluate_args(
-            checkpoint, dataset, settings.data_roots, settings.checkpoints(), out, limit=limit
-        )
-        job = manager.submit(
+        roots = [*settings.data_roots, *settings.uploaded_datasets()]
+        args = evaluate_args(checkpoint, dataset, roots, settings.checkpoints(), out, limit=limit)
+        names = dict((path, label) for label, path in settings.checkpoint_choices())
+        return manager.submit(
             "evaluate",
             args,
             out,
-            title=f"{Path(checkpoint).name} on {Path(dataset).name}",
+            title=f"{names.get(str(checkpoint), Path(checkpoint).name)} on {dataset_label(dataset)}",
             params={"checkpoint": str(checkpoint), "dataset": str(dataset)},
             job_id=new_id,
         )
+
+    @user_errors
+    def run(checkpoint, dataset, limit):
+        job = queue(checkpoint, dataset, limit)
         gr.Info(f"Queued evaluation job {job.id}.")
         return job.id, gr.Timer(active=True)
+
+    @user_errors
+    def upload(archive):
+        """Unpack an uploaded dataset zip into the upload folder (checked) and select it."""
+        if not archive:
+            return gr.skip()
+        name = Path(str(archive)).name
+        folder = unpack_dataset(archive, settings.uploads_dir, name=name)
+        (folder / ".name").write_text(name, encoding="utf-8")
+        count = max(0, len((folder / "data.csv").read_text(encoding="utf-8").strip().splitlines()) - 1)
+        gr.Info(f"Unpacked {name}: {count} locations; press Run evaluation.")
+        return gr.update(choices=dataset_options(), value=str(folder))
+
+    @user_errors
+    def evaluate_zip(checkpoint, archive, limit):
+        """The `/evaluate_zip` API: unpack a dataset zip, evaluate it, wait, return the metrics JSON."""
+        if not archive:
+            raise gr.Error("Upload a .zip of a LUMEN-layout dataset.")
+        folder = unpack_dataset(archive, settings.uploads_dir, name=Path(str(archive)).name)
+        job = manager.wait(queue(checkpoint, str(folder), limit).id, timeout=3600)
+        if job.status != "done":
+            raise gr.Error(f"The evaluation {job.status}: {job.message or 'see the job log'}.")
+        return {**load_results(job)[0], "job": job.id, "dataset": str(folder)}
+
+    @user_errors
+    def compare(first, second):
+        """Paired comparison of two finished evaluations of the same dataset."""
+        if not first or not second:
+            raise gr.Error("Pick two finished evaluations to compare.")
+        jobs = [manager.get(first), manager.get(second)]
+        if jobs[0].params.get("dataset") != jobs[1].params.get("dataset"):
+            raise JobError("The two evaluations are of different datasets; compare two evaluations of the "
+                           "same dataset (run the second checkpoint on the first one's data).")
+        names = [dict((p, label) for label, p in settings.checkpoint_choices()).get(
+            j.params.get("checkpoint"), Path(j.params.get("checkpoint", "?")).name) for j in jobs]
+        if names[0] == names[1]:
+            names = [f"{names[0]} ({j.id})" for j in jobs]
+        result = compare_errors(load_results(jobs[0])[1], load_results(jobs[1])[1])
+        table = pd.DataFrame(
+            [
+                [names[0], f"{result['a']['mean_km']:.1f}", f"{result['a']['median_km']:.1f}"],
+                [names[1], f"{result['b']['mean_km']:.1f}", f"{result['b']['median_km']:.1f}"],
+                [f"difference ({names[0]} - {names[1]})",
+                 f"{result['mean_diff_km']:+.1f} ± {result['se_km']:.1f} (SE)",
+                 f"{result['median_diff_km']:+.1f}"],
+            ],
+            columns=["checkpoint", "mean error (km)", "median error (km)"],
+        )
+        text = f"**{verdict(result, tuple(names))}** Paired over the locations in both evaluations."
+        return table, text
 
     def poll(job_id, shown):
         """Progress while the job runs; the results once, when it is done."""
@@ -130,10 +210,10 @@ def build(settings: Settings, manager: JobManager) -> dict:
 
     def past_jobs():
         done = [j for j in reversed(manager.list()) if j.kind == "evaluate" and j.status == "done"]
-        return gr.update(choices=[(f"{j.id}: {j.title}", j.id) for j in done])
+        return gr.update(choices=[(f"{j.title} · {j.id}", j.id) for j in done])
 
     checkpoints = settings.checkpoint_choices()
-    datasets = settings.dataset_choices()
+    datasets = dataset_options()
     with gr.Row(equal_height=True):
         checkpoint = gr.Dropdown(
             checkpoints,
@@ -151,6 +231,9 @@ def build(settings: Settings, manager: JobManager) -> dict:
         )
         limit = gr.Number(0, label="Locations (0 = all)", precision=0, minimum=0, scale=1)
         run_button = gr.Button("Run evaluation", variant="primary", scale=1, elem_id="eval-run")
+    with gr.Accordion("Upload a dataset (.zip in the LUMEN layout: data.csv + images/<uuid>/0.jpg ...)",
+                      open=False, elem_id="eval-upload-box"):
+        archive = gr.File(label="Dataset .zip", file_types=[".zip"], type="filepath", elem_id="eval-upload")
     with gr.Row(equal_height=True):
         job_id = gr.Dropdown(
             [],
@@ -183,8 +266,23 @@ def build(settings: Settings, manager: JobManager) -> dict:
     with gr.Row():
         with gr.Column(scale=2):
             detail = gr.Markdown("Click a row above to inspect a location.", elem_id="eval-detail")
-            views = gr.Gallery(label="Views", columns=2, height=360, elem_id="eval-views")
+            views = gr.Gallery(
+                label="Views", columns=2, height="auto", object_fit="contain", elem_id="eval-views"
+            )
         detail_map = gr.Plot(label="Truth and prediction", scale=3)
+    with gr.Accordion("Compare two checkpoints on the same data", open=False, elem_id="eval-compare-box"):
+        with gr.Row(equal_height=True):
+            compare_a = gr.Dropdown([], value=None, label="Evaluation A", elem_id="eval-compare-a", scale=3)
+            compare_b = gr.Dropdown([], value=None, label="Evaluation B", elem_id="eval-compare-b", scale=3)
+            compare_button = gr.Button("Compare", scale=1, elem_id="eval-compare")
+        compare_text = gr.Markdown("Run both checkpoints on the same dataset, then pick the two evaluations.",
+                                   elem_id="eval-compare-text")
+        compare_table = gr.Dataframe(
+            pd.DataFrame(columns=["checkpoint", "mean error (km)", "median error (km)"]),
+            interactive=False,
+            elem_id="eval-compare-table",
+        )
+    api_trigger = gr.Button(visible=False)  # `/evaluate_zip`: one call from gradio_client, metrics back
 
     shown = gr.State("")
     job_params = gr.State({})
@@ -194,6 +292,17 @@ def build(settings: Settings, manager: JobManager) -> dict:
     timer.tick(poll, [job_id, shown], outputs, api_visibility="private", queue=False, show_progress="hidden")
     job_id.change(poll, [job_id, shown], outputs, api_visibility="private", show_progress="hidden")
     job_id.focus(past_jobs, None, job_id, api_visibility="private", queue=False)
+    for picker in (compare_a, compare_b):
+        picker.focus(past_jobs, None, picker, api_visibility="private", queue=False)
+    dataset.focus(
+        lambda: gr.update(choices=dataset_options()), None, dataset, api_visibility="private", queue=False
+    )
+    archive.upload(upload, archive, dataset, api_name="upload_dataset")
+    zip_metrics = gr.JSON(visible=False)
+    api_trigger.click(evaluate_zip, [checkpoint, archive, limit], zip_metrics, api_name="evaluate_zip")
+    compare_button.click(
+        compare, [compare_a, compare_b], [compare_table, compare_text], api_name="compare_evaluations"
+    )
     worst.select(
         inspect, job_params, [views, detail_map, detail], api_name="inspect_location", concurrency_id="model"
     )

@@ -30,6 +30,7 @@ class Settings:
     data_roots: list[Path]
     upload_ttl_s: int = 3600
     show_test_backbones: bool = False  # offer the internal test backbone in the Train tab (tests only)
+    uploads_dir: Path | None = None  # uploaded dataset zips unpacked here (default: <jobs_dir>/../uploads)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -50,7 +51,20 @@ class Settings:
             data_roots=roots,
             upload_ttl_s=max(1, int(env("GEODEMO_UPLOAD_TTL_S", "3600"))),
             show_test_backbones=env("GEODEMO_TEST_BACKBONES", "") == "1",
+            uploads_dir=Path(env("GEODEMO_UPLOADS_DIR", "uploads")).resolve(),
         )
+
+    def __post_init__(self):
+        if self.uploads_dir is None:
+            self.uploads_dir = Path(self.jobs_dir).parent / "uploads"
+
+    def uploaded_datasets(self) -> list[Path]:
+        """Dataset folders unpacked from uploaded zips (geodemo.archive), newest first."""
+        if not self.uploads_dir.is_dir():
+            return []
+        found = [d for d in self.uploads_dir.iterdir()
+                 if not d.name.startswith(".") and (d / "data.csv").is_file()]
+        return sorted(found, key=lambda d: d.stat().st_mtime, reverse=True)
 
     def checkpoints(self) -> list[Path]:
         """Every usable checkpoint: the default one first, then trained/uploaded ones (newest first)."""
