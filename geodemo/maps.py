@@ -421,3 +421,32 @@ def label_map_svg() -> str:
             f'<text class="town-label" x="{x + 8:.1f}" y="{y - 6:.1f}">{escape(row.name)}</text>'
         )
     return "".join(shapes)
+
+
+GUESS_COLOUR = "#1f77b4"
+
+
+def game_figure(result: dict, height: int = 460) -> go.Figure:
+    """The reveal of one game round: truth, the player's guess and the model's point, with km lines.
+
+    Args:
+        result: a geodemo.game round result ({truth, guess, model: {latitude, longitude}, you_km, model_km}).
+    """
+    truth = (result["truth"]["latitude"], result["truth"]["longitude"])
+    fig = go.Figure([county_layer(), _outline_trace()])
+    for key, colour, name in (("guess", GUESS_COLOUR, "your guess"), ("model", PRED_COLOUR, "model")):
+        point = (result[key]["latitude"], result[key]["longitude"])
+        km = result["you_km" if key == "guess" else "model_km"]
+        fig.add_trace(
+            go.Scattermap(
+                lat=[truth[0], point[0]],
+                lon=[truth[1], point[1]],
+                mode="lines",
+                line={"width": 2, "color": colour},
+                hoverinfo="skip",
+                name=f"{name}: {km:.0f} km",
+            )
+        )
+        fig.add_traces(_point(*point, colour, name, 13, f"{name} {point[0]:.4f}, {point[1]:.4f}"))
+    fig.add_traces(_point(*truth, TRUTH_COLOUR, "truth", 15, f"truth {truth[0]:.4f}, {truth[1]:.4f}"))
+    return _layout(fig, height)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from geodemo.jobs import JobManager
-from geodemo.ui import evaluate_tab, label_tab, panorama_tab, predict_tab, train_tab
+from geodemo.ui import evaluate_tab, label_tab, panorama_tab, play_tab, predict_tab, train_tab
 from geodemo.ui.common import register_paths, theme
 from geodemo.ui.settings import Settings
 from geodemo.ui.train_tab import PROGRESS_CSS
@@ -48,6 +48,8 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
                 train_tab.build(settings, manager)
             with gr.Tab("Evaluate", id="evaluate") as evaluate_page:
                 evaluate = evaluate_tab.build(settings, manager)
+            with gr.Tab("Play", id="play"):
+                play_tab.build(settings, predict["checkpoint_state"])
         gr.Markdown(FOOTER)
 
         # A finished training job's checkpoint shows up in every selector when any tab is opened.
