@@ -186,3 +186,43 @@ def test_two_writers_at_once_leave_one_consistent_cache(data, tmp_path):
     _fill(model, data, frame, keys, reference)
     cache = emb.EmbeddingCache(root)
     torch.testing.assert_close(emb.load_features(keys, cache)[0], emb.load_features(keys, reference)[0])
+
+
+def test_frozen_epochs_before_unfreeze_read_the_cache_then_images(data, tmp_path, monkeypatch):
+    from training.config import TrainConfig
+    from training.fit import train
+    from training.tasks import GeoTask
+
+    seen = []
+    forward_batch = GeoTask.forward_batch
+
+    def record(self, batch):
+        if self.training:
+            trainable = any(p.requires_grad for p in self.model.backbone.parameters())
+            seen.append((self.current_epoch, "feats" in batch, trainable))
+        return forward_batch(self, batch)
+
+    monkeypatch.setattr(GeoTask, "forward_batch", record)
+    cfg = TrainConfig(
+        tasks=["geocell"],
+        backbone="test_efficientnet",
+        weights="none",
+        image_size=SIZE,
+        max_epochs=2,
+        unfreeze_epoch=1,
+        batch_size=2,
+        num_workers=0,
+    )
+    out = train(
+        data,
+        tmp_path / "ckpt",
+        cfg,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        enable_progress_bar=False,
+        cache_dir=tmp_path / "c",
+    )
+    assert seen == [(0, True, False), (1, False, True)]  # epoch 0: frozen, cached; epoch 1: images, trained
+    import json
+
+    assert json.loads((out / "config.json").read_text())["metrics"]["cache"]["used"] is True

@@ -192,7 +192,10 @@ def _add_train(sub) -> None:
     o.add_argument("--no-hflip", action="store_true", help="disable mirrored-panorama augmentation")
     o.add_argument("--no-cache", action="store_true", help="do not use the frozen-backbone embedding cache")
     o.add_argument(
-        "--num-workers", type=int, default=DEFAULTS.num_workers, help="DataLoader worker processes"
+        "--num-workers",
+        type=int,
+        default=DEFAULTS.num_workers,
+        help="DataLoader worker processes decoding images; default one per core (at most 8)",
     )
     o.add_argument(
         "--precision",

@@ -62,7 +62,7 @@ class TrainConfig:
     cache: bool = (
         True  # cache frozen-backbone embeddings on disk (only used while the backbone is frozen all run)
     )
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: int | None = None  # DataLoader worker processes (image path); None = one per core, at most 8
     precision: str = "32-true"  # Lightning precision; "bf16-mixed"/"16-mixed" are honoured on GPU only
     patience: int = 10  # early stopping: epochs without a val improvement
     select_best: bool = (

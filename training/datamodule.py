@@ -7,6 +7,7 @@ x/y normalisation statistics (all from TRAINING points only) and the frozen-back
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 
@@ -49,6 +50,11 @@ def resolve_image_size(cfg: TrainConfig) -> tuple[int, tuple, tuple]:
     """(image size px, mean, std) for the configured backbone; ``cfg.image_size`` 0 = the backbone's own."""
     spec = get_backbone_spec(cfg.backbone)
     return cfg.image_size or spec.image_size, tuple(spec.mean), tuple(spec.std)
+
+
+def loader_workers(requested: int | None) -> int:
+    """DataLoader worker processes: ``requested``, or (None) one per core this process may use, at most 8."""
+    return requested if requested is not None else min(8, len(os.sched_getaffinity(0)))
 
 
 def seed_worker(worker_id: int) -> None:
@@ -138,7 +144,12 @@ class GeoDataModule(L.LightningDataModule):
             )
         self.xy_stats = geo.XYStats.fit(lat, lon)
         self.image_size, self.mean, self.std = resolve_image_size(cfg)
-        self.use_cache = cfg.cache and cfg.frozen_throughout
+        # frozen epochs (all, or those before unfreeze_epoch) train on cached features, later ones on images
+        frozen_epochs = cfg.max_epochs if cfg.frozen_throughout else cfg.unfreeze_epoch
+        self.cache_epochs = frozen_epochs if cfg.cache else 0
+        self.use_cache = self.cache_epochs > 0
+        self.switches_to_images = self.use_cache and self.cache_epochs < cfg.max_epochs  # reload loaders then
+        self.image_datasets: dict[str, Dataset] = {}
         self.cache = emb.EmbeddingCache(cache_dir)
         self.embedder = None  # the GeoModel whose .embed fills the cache (set by fit.train before fitting)
         self.cache_stats: dict = {}
@@ -225,7 +236,7 @@ class GeoDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val"):
-            base = self._base(split)
+            base = self.image_datasets[split] = self._base(split)
             if self.use_cache and len(self.frames[split]):  # val may be empty (val_fraction 0)
                 bank = emb.FeatureBank(self._keys(self.frames[split]), self.cache, mirror=base.hflip)
                 base = emb.CachedLocationDataset(base, bank, bank.mask, hflip=base.hflip)
@@ -233,16 +244,18 @@ class GeoDataModule(L.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         """One factory for every split; Lightning adds the DistributedSampler under DDP."""
-        # cached features are in memory: worker processes would only add start-up cost
-        workers = 0 if self.use_cache else self.cfg.num_workers
-        sampler = None
         trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        cached = self.use_cache and epoch < self.cache_epochs
+        dataset = self.datasets[split] if cached else self.image_datasets[split]
+        # cached features are memory-mapped: worker processes would only add start-up cost
+        workers = 0 if cached else loader_workers(self.cfg.num_workers)
+        sampler = None
         if split == "train" and (trainer is None or trainer.world_size == 1):
             # DistributedSampler already shuffles by (seed, epoch); alone, EpochShuffle does the same
-            epoch = trainer.current_epoch if trainer is not None else 0
-            sampler = EpochShuffle(self.datasets[split], self.cfg.seed, epoch)
+            sampler = EpochShuffle(dataset, self.cfg.seed, epoch)
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.cfg.batch_size,
             shuffle=split == "train" and sampler is None,
             sampler=sampler,
@@ -252,6 +265,7 @@ class GeoDataModule(L.LightningDataModule):
             persistent_workers=workers > 0 and split != "train",
             worker_init_fn=seed_worker,
             generator=sampler.generator if sampler is not None else None,
+            pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
             drop_last=False,
         )
 
@@ -355,8 +369,9 @@ class ImageFolderDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.cfg.batch_size,
             sampler=sampler,
-            num_workers=self.cfg.num_workers,
-            persistent_workers=self.cfg.num_workers > 0,
+            num_workers=loader_workers(self.cfg.num_workers),
+            persistent_workers=loader_workers(self.cfg.num_workers) > 0,
+            pin_memory=self.trainer is not None and self.trainer.strategy.root_device.type == "cuda",
             worker_init_fn=seed_worker,
             generator=torch.Generator().manual_seed(self.cfg.seed),
         )

@@ -24,6 +24,8 @@ from training.datamodule import GeoDataModule, ImageFolderDataModule, data_finge
 from training.sources import combine_datasets, combined_fingerprint
 from training.tasks import build_task
 
+LOG_EVERY_N_STEPS = 50  # steps between logger writes (each write reads the metrics off the device)
+
 
 def write_json_atomic(path, data: dict) -> None:
     """Write JSON via a temp file + os.replace, so a reader never sees half a file."""
@@ -113,10 +115,11 @@ class ProgressFile(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self._loss_sum, self._loss_n = self._loss_sum + float(loss), self._loss_n + 1
+        # a device tensor: float() only when written, so a GPU is not synchronised every step
+        self._loss_sum, self._loss_n = self._loss_sum + torch.as_tensor(loss).detach(), self._loss_n + 1
         # every `every` steps, and at least every 2 s: slow steps (a fine-tuned backbone) still move the bar
         if trainer.global_step % self.every == 0 or time.monotonic() - self._written_at >= 2.0:
-            mean_loss = self._loss_sum / self._loss_n
+            mean_loss = float(self._loss_sum) / self._loss_n
             self.write(stage="train", **self._position(trainer), metrics={"train/loss": mean_loss})
             self.say(f"{self._where(trainer)} · train loss {mean_loss:.3f}", force=False)
 
@@ -131,7 +134,7 @@ class ProgressFile(L.Callback):
         self.val_history.append({"epoch": trainer.current_epoch, **val})
         entry = {
             "epoch": trainer.current_epoch,
-            "train/loss": self._loss_sum / self._loss_n if self._loss_n else None,
+            "train/loss": float(self._loss_sum) / self._loss_n if self._loss_n else None,
             "val/mean_km": val.get("val/mean_km"),
         }
         self.write(
@@ -309,6 +312,9 @@ def train(
         callbacks = [best_cb]
     callbacks.append(progress)
     on_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    steps_per_epoch = -(-len(dm.split["train"] if classify else dm.frames["train"]) // cfg.batch_size)
+    if isinstance(limit_train_batches, int):
+        steps_per_epoch = min(steps_per_epoch, limit_train_batches)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -321,7 +327,9 @@ def train(
         logger=[CSVLogger(out_dir / "logs", name="csv"), TensorBoardLogger(out_dir / "logs", name="tb")],
         callbacks=callbacks,
         num_sanity_val_steps=0,
-        log_every_n_steps=1,
+        log_every_n_steps=max(1, min(LOG_EVERY_N_STEPS, steps_per_epoch)),
+        # frozen epochs read cached features; at --unfreeze-epoch the loaders are rebuilt on images
+        reload_dataloaders_every_n_epochs=int(getattr(dm, "switches_to_images", False)),
         deterministic=False,
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
