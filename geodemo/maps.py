@@ -23,6 +23,7 @@ CENTER = {"lat": 44.45, "lon": 16.45}  # Croatia's bounding-box centre, degrees
 ZOOM = 5.95  # whole country in a ~540 px tall, ~650 px wide map
 SIMPLIFY_DEG = 0.006  # ~600 m: enough at country zoom, keeps figures small
 PRED_COLOUR, TRUTH_COLOUR, ARGMAX_COLOUR = "#d62728", "#2ca02c", "#6a3d9a"
+REGION_RGB = {0.5: (31, 119, 180), 0.9: (23, 190, 207)}  # credible regions (50%, 90%)
 ERROR_BINS_KM = (0, 10, 25, 50, 100, 200, math.inf)
 # error bins' colours, green to dark red; every one dark enough to read on white (no pale yellow)
 ERROR_COLOURS = ("#1a7f37", "#5a9e1a", "#a68a00", "#e07000", "#d1452b", "#8e0b2e")
@@ -159,18 +160,70 @@ def _cell_trace(lat: np.ndarray, lon: np.ndarray, prob: np.ndarray, max_cells: i
     )
 
 
-def prediction_figure(prediction, cells=None, truth: tuple[float, float] | None = None) -> go.Figure:
+@functools.cache
+def _land_3765_coarse():
+    """Croatia's outline in EPSG:3765, simplified to 300 m: clips the credible-region squares."""
+    import shapely
+
+    return shapely.simplify(geo.outline_3765(), 300.0)
+
+
+def _region_traces(cells, regions: dict) -> list[go.Scattermap]:
+    """Outlines of credible regions (grid cells only): {mass: (C,) bool} -> a filled line trace each.
+
+    The region is the union of its grid squares clipped to Croatian land, drawn as rings in degrees.
+    """
+    import shapely
+
+    if cells is None or cells.kind != "grid":
+        return []
+    s = cells.spacing_km * 1000.0
+    traces = []
+    for mass, inside in sorted(regions.items(), reverse=True):  # the wider (90%) region underneath
+        ix, iy = cells.grid_ix[inside], cells.grid_iy[inside]
+        squares = shapely.union_all(shapely.box(ix * s, iy * s, (ix + 1) * s, (iy + 1) * s))
+        area = shapely.intersection(squares, _land_3765_coarse())
+        lats, lons = [], []
+        for poly in shapely.get_parts(area):
+            if poly.geom_type != "Polygon" or poly.area < 4e6:  # skip slivers under ~4 km2
+                continue
+            x, y = np.asarray(poly.exterior.coords).T
+            lat, lon = geo.from_3765(x, y)
+            lats += [*np.round(lat, 4).tolist(), None]
+            lons += [*np.round(lon, 4).tolist(), None]
+        rgb = ", ".join(map(str, REGION_RGB.get(mass, (90, 90, 90))))
+        traces.append(
+            go.Scattermap(
+                lat=lats,
+                lon=lons,
+                mode="lines",
+                fill="toself",
+                fillcolor=f"rgba({rgb}, 0.10)",
+                line={"width": 2.2 if mass < 0.75 else 1.4, "color": f"rgb({rgb})"},
+                hoverinfo="skip",
+                name=f"{mass:.0%} credible region",
+            )
+        )
+    return traces
+
+
+def prediction_figure(
+    prediction, cells=None, truth: tuple[float, float] | None = None, regions: dict | None = None
+) -> go.Figure:
     """The prediction map.
 
     Args:
         prediction: a `geodemo.predict.Prediction`.
         cells: the checkpoint's `CellSet` (for the full cell heatmap); top cells are used when None.
         truth: optional true (lat, lon) degrees; adds the truth marker and the error line.
+        regions: optional credible regions {mass: (C,) bool over cells} (geodemo.readout); grid cells only.
 
     Returns:
-        Figure with counties shaded by probability, cell heatmap, argmax cell, predicted point and truth.
+        Figure with counties shaded by probability, credible regions, cell heatmap, argmax cell, predicted
+        point and truth.
     """
     fig = go.Figure([county_layer(prediction.county_probabilities), _outline_trace()])
+    fig.add_traces(_region_traces(cells, regions or {}))
     probs = getattr(prediction, "cell_probabilities", None)
     if cells is not None and probs is not None:
         lat, lon = cells.centroids(weighted=True)
@@ -214,6 +267,21 @@ def empty_map(height: int = 540) -> go.Figure:
     return _layout(go.Figure([county_layer(None), _outline_trace()]), height)
 
 
+def _error_markers(rows, end: str, ids, colour: str, size: int, name: str, group=None) -> go.Scattermap:
+    """The `end` ("true" or "pred") points of `rows` as markers whose hover names the location and error."""
+    what = "truth" if end == "true" else "prediction"
+    return go.Scattermap(
+        lat=rows[f"{end}_lat"],
+        lon=rows[f"{end}_lon"],
+        mode="markers",
+        marker={"size": size, "color": colour},
+        name=name,
+        customdata=np.column_stack([rows.error_km, ids[rows.index]]),
+        hovertemplate=f"%{{customdata[1]}}<br>{what}: error %{{customdata[0]:.1f}} km<extra></extra>",
+        legendgroup=group,
+    )
+
+
 def error_map(frame: pd.DataFrame) -> go.Figure:
     """Every location as truth (black dot, white ring) -> prediction (dot at the line's other end), the line
     and the prediction coloured by the error (binned, dark enough to read on the pale map), with a legend.
@@ -238,16 +306,7 @@ def error_map(frame: pd.DataFrame) -> go.Figure:
             )
         )
         fig.add_trace(
-            go.Scattermap(
-                lat=group.pred_lat,
-                lon=group.pred_lon,
-                mode="markers",
-                marker={"size": 9, "color": colour},
-                name=f"prediction, error {label} ({len(group)})",
-                customdata=np.column_stack([group.error_km, ids[group.index]]),
-                hovertemplate="%{customdata[1]}<br>prediction: error %{customdata[0]:.1f} km<extra></extra>",
-                legendgroup=label,
-            )
+            _error_markers(group, "pred", ids, colour, 9, f"prediction, error {label} ({len(group)})", label)
         )
     fig.add_trace(  # the truth on top: a black dot in a white ring, unlike any prediction
         go.Scattermap(
@@ -255,17 +314,7 @@ def error_map(frame: pd.DataFrame) -> go.Figure:
             hoverinfo="skip", showlegend=False,
         )
     )
-    fig.add_trace(
-        go.Scattermap(
-            lat=frame.true_lat,
-            lon=frame.true_lon,
-            mode="markers",
-            marker={"size": 6, "color": TRUTH_MARK},
-            name=f"truth ({len(frame)})",
-            customdata=np.column_stack([frame.error_km, ids]),
-            hovertemplate="%{customdata[1]}<br>truth: error %{customdata[0]:.1f} km<extra></extra>",
-        )
-    )
+    fig.add_trace(_error_markers(frame, "true", ids, TRUTH_MARK, 6, f"truth ({len(frame)})"))
     fig = _layout(fig)
     fig.update_layout(legend={"title": {"text": "truth ● — line — ● prediction"}})
     return fig
