@@ -84,6 +84,19 @@ def _xy_ok(stats) -> bool:
             and stats["std_x"] > 0 and stats["std_y"] > 0)
 
 
+def _train_locations_ok(value) -> bool:
+    """{} or {uuid: [str], latitude: [deg], longitude: [deg]} of one length (ModelConfig.train_locations)."""
+    if value == {}:
+        return True
+    if not isinstance(value, dict) or set(value) != {"uuid", "latitude", "longitude"}:
+        return False
+    uuids, lat, lon = value["uuid"], value["latitude"], value["longitude"]
+    return (all(isinstance(v, list) for v in (uuids, lat, lon)) and len(uuids) == len(lat) == len(lon)
+            and all(isinstance(u, str) for u in uuids)
+            and all(_is_number(x) and -90 <= x <= 90 for x in lat)
+            and all(_is_number(x) and -180 <= x <= 180 for x in lon))
+
+
 # key -> (test of the JSON value, what a valid value is); keys not listed are checked by ModelConfig itself
 _SCHEMA = {
     "tasks": (lambda v: isinstance(v, str) or _names(v, 8), "a list of task names"),
@@ -109,6 +122,7 @@ _SCHEMA = {
     "point_mode": (lambda v: isinstance(v, str), "a point mode name"),
     "weighted_centroids": (lambda v: isinstance(v, bool), "true or false"),
     "tta_flip": (lambda v: isinstance(v, bool), "true or false"),
+    "train_locations": (_train_locations_ok, "{} or uuid/latitude/longitude lists of one length, in degrees"),
 }
 
 

@@ -234,6 +234,18 @@ def nearest_land(lat, lon) -> tuple[np.ndarray, np.ndarray]:
     return _shaped(lat, shape), _shaped(lon, shape)
 
 
+@functools.lru_cache(maxsize=None)
+def land_grid(spacing_km: float) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) degrees of the points of a square EPSG:3765 grid (spacing_km sides) on Croatian land."""
+    (x0, y0, x1, y1), s = outline_3765().bounds, spacing_km * 1000.0
+    x, y = np.meshgrid(np.arange(x0 + s / 2, x1, s), np.arange(y0 + s / 2, y1, s))
+    keep = shapely.contains_xy(outline_3765(), x.ravel(), y.ravel())
+    lat, lon = from_3765(x.ravel()[keep], y.ravel()[keep])
+    lat.setflags(write=False)  # cached: shared by every caller
+    lon.setflags(write=False)
+    return lat, lon
+
+
 def nearest_place(lat, lon) -> np.ndarray:
     """Name of the nearest bundled place (GeoNames, population >= 1000) to each point."""
     lat, lon, shape = _latlon(lat, lon)

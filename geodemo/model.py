@@ -17,7 +17,7 @@ from geodemo.geo import COUNTY_CODES
 TASKS = ("geocell", "coords", "region", "heading")
 POINT_TASKS = ("geocell", "coords", "region")  # tasks a predicted point can come from
 FUSIONS = ("concat", "mean", "attention")
-POINT_MODES = ("weighted_mean", "argmax")
+POINT_MODES = ("min_expected_km", "weighted_mean", "argmax")  # see geodemo.readout
 NUM_CARDINALS = 8  # heading classes N, NE, E, ... every 45 degrees
 
 
@@ -33,9 +33,12 @@ class ModelConfig:
         cells: CellSet.to_dict() (geocell); counties: county codes in region-logit order.
         xy_stats: XYStats.to_dict() (coords); class_names / cbam: classify only.
         tabular: names of extra per-location features fed to the region head.
-        point_mode: "weighted_mean" (probability-weighted centroid mean, EPSG:3765) or "argmax" cell.
+        point_mode: geocell -> point: "min_expected_km" (least expected km, on land), "weighted_mean"
+            (probability-weighted centroid mean, EPSG:3765) or "argmax" cell (see geodemo.readout).
         weighted_centroids: use the cells' weighted centroids (mean of training points) vs plain centres.
         tta_flip: at inference also predict the mirrored panorama and average.
+        train_locations: {"uuid": [...], "latitude": [...], "longitude": [...]} (degrees, 6 decimals) of the
+            training locations: `evaluate` counts how many evaluated locations the model was trained on.
     """
 
     tasks: list[str]
@@ -54,9 +57,10 @@ class ModelConfig:
     class_names: list[str] | None = None
     cbam: bool = False
     tabular: list[str] = field(default_factory=list)
-    point_mode: str = "weighted_mean"
+    point_mode: str = "min_expected_km"
     weighted_centroids: bool = True
     tta_flip: bool = False
+    train_locations: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     data_fingerprint: str = ""
     data_sources: list = field(default_factory=list)  # [{path, fingerprint, locations}] per --data folder

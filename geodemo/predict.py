@@ -38,11 +38,11 @@ _MIRROR = [(len(VIEW_HEADINGS) - v) % len(VIEW_HEADINGS) for v in range(len(VIEW
 class Prediction:
     """Where one location is, with everything the app shows. Degrees WGS84; probabilities sum to 1."""
 
-    latitude: float
+    latitude: float  # the point (geodemo.readout): always on Croatian land
     longitude: float
-    county: str  # name_hr of the most probable county
+    county: str  # name_hr of the county CONTAINING the point
     county_code: str  # its ISO 3166-2 code
-    county_probabilities: dict[str, float]  # name_hr -> p, all 21, sorted descending
+    county_probabilities: dict[str, float]  # the county head's name_hr -> p, all 21, sorted descending
     cell_probabilities: np.ndarray | None  # (C,) or None without a geocell head
     top_cells: list[dict]  # [{latitude, longitude, probability}] top 10 centroids
     argmax_cell: tuple[float, float] | None  # (lat, lon) centroid of the most probable cell
@@ -50,6 +50,7 @@ class Prediction:
     model: str  # checkpoint name
     elapsed_ms: float
     timings_ms: dict = field(default_factory=dict)  # decode, resize, forward, post (ms)
+    expected_error_km: float | None = None  # the model's own expected km to the truth (None: coords only)
 
     def to_json(self) -> dict:
         """The /predict API object: exactly the contract keys, plain JSON types."""
@@ -60,6 +61,7 @@ class Prediction:
             "county_probabilities": self.county_probabilities,
             "top_cells": self.top_cells,
             "headings": self.headings,
+            "expected_error_km": self.expected_error_km,
             "model": self.model,
             "elapsed_ms": self.elapsed_ms,
         }
@@ -256,11 +258,15 @@ class Predictor:
         out["view_mask"] = mask[: len(crops)].numpy()
         return out
 
-    def _predictions(self, out: dict[str, np.ndarray], timings: dict, elapsed_ms: float) -> list[Prediction]:
-        lat, lon, county_p = self.readout.points(out)
+    def _predictions(
+        self, out: dict[str, np.ndarray], timings: dict, elapsed_ms: float, point_mode: str | None = None
+    ) -> list[Prediction]:
+        reading = self.readout.read(out, point_mode)
+        lat, lon, county_p = reading.lat, reading.lon, reading.county_p
         predictions = []
         for b in range(len(lat)):
             order = np.argsort(-county_p[b], kind="stable")
+            expected = float(reading.expected_km[b])
             cell_p, top, argmax_cell = None, [], None
             if "geocell" in out:
                 cell_p = out["geocell"][b]
@@ -285,8 +291,8 @@ class Predictor:
                 Prediction(
                     latitude=float(lat[b]),
                     longitude=float(lon[b]),
-                    county=self._names[order[0]],
-                    county_code=self._codes[order[0]],
+                    county=self._names[reading.county[b]],
+                    county_code=self._codes[reading.county[b]],
                     county_probabilities={self._names[j]: float(county_p[b, j]) for j in order},
                     cell_probabilities=cell_p,
                     top_cells=top,
@@ -295,15 +301,19 @@ class Predictor:
                     model=self.name,
                     elapsed_ms=elapsed_ms,
                     timings_ms=dict(timings),
+                    expected_error_km=expected if np.isfinite(expected) else None,
                 )
             )
         return predictions
 
-    def predict_batch(self, items: list, batch_size: int = 16) -> list[Prediction]:
+    def predict_batch(
+        self, items: list, batch_size: int = 16, point_mode: str | None = None
+    ) -> list[Prediction]:
         """Predict many locations, one forward pass per `batch_size` locations.
 
         Args:
             items: each as `predict` takes (dict of headings -> image, or a list N, E, S, W).
+            point_mode: override the checkpoint's point mode (geodemo.model.POINT_MODES).
 
         Returns:
             One Prediction per item; timings and elapsed_ms are the batch's divided by its size.
@@ -318,7 +328,7 @@ class Predictor:
             t2 = time.perf_counter()
             n = len(chunk)
             timings = {"decode": decode_ms / n, "resize": resize_ms / n, "forward": 1000 * (t2 - t1) / n}
-            batch = self._predictions(out, timings, 0.0)
+            batch = self._predictions(out, timings, 0.0, point_mode)
             t3 = time.perf_counter()
             for p in batch:
                 p.timings_ms["post"] = 1000 * (t3 - t2) / n
@@ -336,15 +346,17 @@ class Predictor:
         return self.predict_batch([views])[0]
 
     def predict_dataset(
-        self, root, frame: pd.DataFrame | None = None, batch_size: int = 16, progress=None
+        self, root, frame: pd.DataFrame | None = None, batch_size: int = 16, progress=None, point_mode=None
     ) -> pd.DataFrame:
         """Predict every location of a LUMEN-layout dataset.
 
         Args:
             frame: rows of `read_locations(root)` to predict (default all); progress: called (done, total).
+            point_mode: override the checkpoint's point mode.
 
         Returns:
-            DataFrame with uuid, latitude, longitude (predicted, degrees), county (predicted code), plus
+            DataFrame with uuid, latitude, longitude (predicted, degrees), county (code of the county
+            containing the point), expected_error_km (the model's own expected error), plus
             argmax_latitude/argmax_longitude with a geocell head, heading_<h> (degrees) with a heading head.
             Locations without any view file get NaN.
         """
@@ -355,7 +367,8 @@ class Predictor:
             chunk = uuids[start : start + batch_size]
             items = {u: {VIEW_HEADINGS[v]: p for v, p in view_paths(root, u).items()} for u in chunk}
             present = [u for u in chunk if items[u]]
-            predicted = dict(zip(present, self.predict_batch([items[u] for u in present], batch_size)))
+            batch = self.predict_batch([items[u] for u in present], batch_size, point_mode)
+            predicted = dict(zip(present, batch))
             for u in chunk:
                 rows.append(self._row(u, predicted.get(u)))
             if progress is not None:
@@ -363,7 +376,7 @@ class Predictor:
         return pd.DataFrame(rows, columns=self._columns())
 
     def _columns(self) -> list[str]:
-        columns = ["uuid", "latitude", "longitude", "county"]
+        columns = ["uuid", "latitude", "longitude", "county", "expected_error_km"]
         if "geocell" in self.config.tasks:
             columns += ["argmax_latitude", "argmax_longitude"]
         if "heading" in self.config.tasks:
@@ -375,6 +388,7 @@ class Predictor:
         row["uuid"] = uuid
         if p is not None:
             row.update(latitude=p.latitude, longitude=p.longitude, county=p.county_code)
+            row["expected_error_km"] = math.nan if p.expected_error_km is None else p.expected_error_km
             if p.argmax_cell is not None:
                 row.update(argmax_latitude=p.argmax_cell[0], argmax_longitude=p.argmax_cell[1])
             row.update({f"heading_{h}": d for h, d in p.headings.items()})

@@ -4,7 +4,9 @@
 # Recipe chosen by 5-fold CV by location (benchmarks/cv_accuracy.py; figures in BENCHMARKS.md):
 # multi-task (geocell + region + heading) linear heads on frozen, offline-ImageNet tf_efficientnet_lite0
 # features (embedding cache), 50 km grid cells built on the lumen-coords.csv prior with weighted
-# centroids, probability-weighted mean point, haversine label smoothing tau = 75 km, mean view fusion.
+# centroids, the minimum-expected-distance point (min_expected_km: benchmarks/point_mode.py), haversine label
+# smoothing tau = 75 km, mean view fusion. The checkpoint records its training locations (evaluate's
+# train_overlap).
 # Trains on ALL 100 sample locations (--val-fraction 0) for a fixed 50 epochs and keeps the last weights
 # (--no-select-best), exactly as the CV measured it: there is no validation split to pick epochs on.
 # Logs and Lightning state go to runs/default-train/ (git-ignored); only the two checkpoint files are
@@ -27,7 +29,7 @@ rm -rf "$WORK"
   --fusion mean \
   --hidden-dim 0 \
   --dropout 0.2 \
-  --point-mode weighted_mean \
+  --point-mode min_expected_km \
   --cells grid \
   --grid-spacing-km 50 \
   --max-epochs 50 \

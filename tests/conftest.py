@@ -20,7 +20,7 @@ PRIOR_CSV = SHARED / "data" / "lumen-coords.csv"
 # The /predict JSON contract fixed by the issues (spelled out here, not imported from the code under test).
 PREDICT_CONTRACT = frozenset(
     {"latitude", "longitude", "county", "county_probabilities"}
-    | {"top_cells", "headings", "model", "elapsed_ms"}
+    | {"top_cells", "headings", "expected_error_km", "model", "elapsed_ms"}
 )
 
 

@@ -48,3 +48,15 @@ def test_default_checkpoint_fits_its_training_data_better_than_the_mean(sample_d
     baseline_km = haversine_km(merged.latitude, merged.longitude, mean_lat, mean_lon)
     assert np.mean(model_km) < 0.9 * np.mean(baseline_km), (np.mean(model_km), np.mean(baseline_km))
     assert isinstance(preds, pd.DataFrame)
+
+
+def test_every_sample_location_is_predicted_in_croatia_in_the_county_holding_the_point(sample_dir):
+    """The served point is on Croatian land, and `county` names the county that contains it (real views)."""
+    from geodemo.geo import COUNTY_CODES, county_index
+
+    preds = Predictor.load().predict_dataset(sample_dir)
+    lat, lon = preds.latitude.to_numpy(), preds.longitude.to_numpy()
+    assert len(preds) == 100 and in_croatia(lat, lon, tolerance_km=0).all()
+    holding = [COUNTY_CODES[i] for i in county_index(lat, lon, tolerance_km=np.inf)]
+    assert preds.county.tolist() == holding
+    assert (preds.expected_error_km > 0).all()

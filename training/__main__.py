@@ -126,8 +126,8 @@ def _add_train(sub) -> None:
     m.add_argument(
         "--point-mode",
         default=DEFAULTS.point_mode,
-        choices=("weighted_mean", "argmax"),
-        help="geocell -> point: probability-weighted mean of centroids, or the argmax cell",
+        help="geocell -> point: min_expected_km = the land point with the least expected distance to the "
+        "truth; weighted_mean = probability-weighted mean of centroids; argmax = the most probable cell",
     )
     m.add_argument(
         "--plain-centroids",
@@ -327,8 +327,12 @@ def _evaluate(args) -> None:
         limit=args.limit,
         progress=_progress_writer(args.progress_file, "evaluate"),
         batch_size=args.batch_size,
+        point_mode=args.point_mode,
     )
     _check_metrics(found)
+    if found.get("train_overlap"):
+        print(f"warning: {found['train_overlap']} of these {found['count']} locations were used to train "
+              "this checkpoint; these figures are not a test.", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out, found)
     table.to_csv(args.out.with_suffix(".csv"), index=False)
@@ -364,6 +368,7 @@ def _predict(args) -> None:
             args.data,
             batch_size=args.batch_size,
             progress=_progress_writer(args.progress_file, "predict"),
+            point_mode=args.point_mode,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
@@ -425,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     ckpt_help = "checkpoint directory (default: the bundled assets/checkpoints/default)"
+    point_help = "geocell -> point: min_expected_km | weighted_mean | argmax (default: the checkpoint's own)"
     e = sub.add_parser(
         "evaluate", help="metrics of a checkpoint on a dataset (JSON + per-location CSV beside it)"
     )
@@ -437,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--limit", type=int, help="evaluate only the first N locations")
     e.add_argument("--batch-size", type=int, default=16, help="locations per forward pass")
+    e.add_argument("--point-mode", help=point_help)
     e.add_argument("--progress-file", type=Path, help="JSON file kept up to date with progress")
     pr = sub.add_parser(
         "predict", help="predict every location: CSV uuid,latitude,longitude (classify: Id,Category)"
@@ -459,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--views-dir", type=Path, help="--panorama: also write the cut views as JPEGs here")
     pr.add_argument("--out", required=True, type=Path, help="CSV file to write")
     pr.add_argument("--batch-size", type=int, default=16, help="locations per forward pass")
+    pr.add_argument("--point-mode", help=point_help)
     pr.add_argument("--progress-file", type=Path, help="JSON file kept up to date with progress")
     pr.add_argument(
         "--gradcam-dir",

@@ -28,9 +28,7 @@ class TrainConfig:
     hidden_dim: int = 0  # width of the hidden layer in each head; 0 = linear heads
     dropout: float = 0.2  # dropout before the heads (probability)
     cbam: bool = False  # classify only: CBAM attention on the backbone feature map
-    point_mode: str = (
-        "weighted_mean"  # geocell -> point: "weighted_mean" of centroids by probability or "argmax"
-    )
+    point_mode: str = "min_expected_km"  # geocell -> point: least expected km | "weighted_mean" | "argmax"
     weighted_centroids: bool = (
         True  # cell centroid = mean of training points (True) or clipped geometric centre
     )
@@ -99,6 +97,10 @@ class TrainConfig:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}.")
         if self.max_epochs < 1 or self.batch_size < 1:
             raise ValueError("max_epochs and batch_size must both be at least 1.")
+        from geodemo.model import POINT_MODES  # here, not at the top: keeps `import training.config` light
+
+        if self.point_mode not in POINT_MODES:
+            raise ValueError(f"Unknown point mode {self.point_mode!r}; use one of {', '.join(POINT_MODES)}.")
         if "classify" in self.tasks and len(self.tasks) > 1:
             raise ValueError("The classify task cannot be combined with other heads.")
         return self

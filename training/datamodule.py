@@ -46,6 +46,15 @@ def data_fingerprint(root) -> str:
     return digest.hexdigest()
 
 
+def train_locations(frame: pd.DataFrame) -> dict:
+    """The checkpoint's record of its training locations: uuids and (lat, lon) degrees to 6 decimals."""
+    return {
+        "uuid": frame["uuid"].astype(str).tolist(),
+        "latitude": frame["latitude"].astype(float).round(6).tolist(),
+        "longitude": frame["longitude"].astype(float).round(6).tolist(),
+    }
+
+
 def resolve_image_size(cfg: TrainConfig) -> tuple[int, tuple, tuple]:
     """(image size px, mean, std) for the configured backbone; ``cfg.image_size`` 0 = the backbone's own."""
     spec = get_backbone_spec(cfg.backbone)
@@ -179,6 +188,7 @@ class GeoDataModule(L.LightningDataModule):
             point_mode=c.point_mode,
             weighted_centroids=c.weighted_centroids,
             tta_flip=c.tta_flip,
+            train_locations=train_locations(self.frames["train"]),
             training=c.to_dict(),
             data_fingerprint=data_fingerprint(self.data_dir),
             **overrides,

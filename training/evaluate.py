@@ -37,7 +37,9 @@ CONTRACT_KEYS = (
     "acc_100km",
     "acc_200km",
     "county_accuracy",
+    "train_overlap",
 )  # + heading_maae_deg with a heading head
+OVERLAP_KM = 0.01  # a location within 10 m of a training location counts as seen in training
 
 
 def _select(data_dir, uuids=None, limit: int | None = None) -> pd.DataFrame:
@@ -47,17 +49,40 @@ def _select(data_dir, uuids=None, limit: int | None = None) -> pd.DataFrame:
     return (frame.head(limit) if limit else frame).reset_index(drop=True)
 
 
+def train_overlap(config, lat, lon, uuids) -> np.ndarray | None:
+    """(N,) bool: location used to train the checkpoint (same uuid, or within 10 m of a training location).
+
+    None when the checkpoint does not record its training locations (trained before they were stored).
+    """
+    train = config.train_locations or {}
+    if "uuid" not in train:
+        return None
+    seen = np.isin(np.asarray(uuids, dtype=str), np.asarray(train["uuid"], dtype=str))
+    if train["latitude"]:
+        import shapely
+
+        tree = shapely.STRtree(shapely.points(*geo.to_3765(train["latitude"], train["longitude"])))
+        query, _ = tree.query(shapely.points(*geo.to_3765(lat, lon)), predicate="dwithin",
+                              distance=OVERLAP_KM * 1000.0)
+        seen[np.unique(query)] = True
+    return seen
+
+
 def summarise_table(table: pd.DataFrame) -> dict:
-    """Per-location table (see ``evaluate``) -> the contract metrics dict (fractions, km, degrees)."""
+    """Per-location table (see ``evaluate``) -> the contract metrics dict (fractions, km, degrees).
+
+    ``train_overlap`` counts the rows marked ``in_training`` (None when the checkpoint cannot tell).
+    """
     done = table[table["pred_lat"].notna()] if "pred_lat" in table else table.iloc[:0]
     out = {"count": int(len(done) if len(done) else len(table))}
     out.update(
-        metrics.haversine_summary(done["error_km"]) if len(done) else {k: None for k in CONTRACT_KEYS[1:-1]}
+        metrics.haversine_summary(done["error_km"]) if len(done) else {k: None for k in CONTRACT_KEYS[1:-2]}
     )
     known = done[done["true_county"] != ""] if len(done) else done
     out["county_accuracy"] = (
         float((known["true_county"] == known["pred_county"]).mean()) if len(known) else None
     )
+    out["train_overlap"] = int(table["in_training"].sum()) if "in_training" in table else None
     err_cols = [c for c in table if c.startswith("heading_err_")]
     if err_cols:
         out["heading_maae_deg"] = metrics.maae_deg(table[err_cols].to_numpy().ravel(), 0.0)
@@ -84,19 +109,26 @@ def _heading_only(path, data_dir, frame: pd.DataFrame, batch_size: int, progress
 
 
 def evaluate(
-    checkpoint=None, data_dir=None, limit: int | None = None, progress=None, uuids=None, batch_size: int = 16
+    checkpoint=None,
+    data_dir=None,
+    limit: int | None = None,
+    progress=None,
+    uuids=None,
+    batch_size: int = 16,
+    point_mode: str | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Evaluate a checkpoint on a LUMEN-layout dataset (or an ImageFolder for a classify checkpoint).
 
     Args:
         checkpoint: checkpoint directory; None = the bundled default.
         data_dir: dataset folder. limit: first N locations only. uuids: only these locations.
-        progress: optional callable(done, total) in locations.
+        progress: optional callable(done, total) in locations. point_mode: override the checkpoint's.
 
     Returns:
         (metrics, table). metrics has exactly ``count, mean_km, median_km, acc_{1,25,50,100,200}km,
-        county_accuracy`` (+ ``heading_maae_deg`` with a heading head); table has one row per location:
-        uuid, true_lat, true_lon, pred_lat, pred_lon, error_km, true_county, pred_county (ISO codes).
+        county_accuracy, train_overlap`` (+ ``heading_maae_deg`` with a heading head); table has one row per
+        location: uuid, true_lat, true_lon, pred_lat, pred_lon, error_km, expected_error_km, true_county,
+        pred_county (ISO codes; pred_county contains the point), in_training.
     """
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     config = read_config(path)
@@ -108,10 +140,11 @@ def evaluate(
     table = pd.DataFrame({"uuid": frame["uuid"], "true_lat": lat, "true_lon": lon})
     if set(config.tasks) & set(POINT_TASKS):
         pred = Predictor.load(path).predict_dataset(
-            data_dir, frame=frame, batch_size=batch_size, progress=progress
+            data_dir, frame=frame, batch_size=batch_size, progress=progress, point_mode=point_mode
         )
         table["pred_lat"], table["pred_lon"] = pred["latitude"].to_numpy(), pred["longitude"].to_numpy()
         table["error_km"] = geo.haversine_km(lat, lon, table["pred_lat"], table["pred_lon"])
+        table["expected_error_km"] = pred["expected_error_km"].to_numpy()
         table["true_county"] = [geo.COUNTY_CODES[c] if c >= 0 else "" for c in county]
         table["pred_county"] = pred["county"].fillna("").to_numpy()
     else:
@@ -121,13 +154,18 @@ def evaluate(
         for v, h in enumerate(VIEW_HEADINGS):
             table[f"pred_heading_{h}"] = pred[f"heading_{h}"].to_numpy(np.float64)
             table[f"heading_err_{h}"] = metrics.angular_error_deg(table[f"pred_heading_{h}"], truth[:, v])
+    seen = train_overlap(config, lat, lon, frame["uuid"])
+    if seen is not None:
+        table["in_training"] = seen
     return summarise_table(table), table
 
 
-def predict_locations(checkpoint=None, data_dir=None, batch_size: int = 16, progress=None) -> pd.DataFrame:
+def predict_locations(
+    checkpoint=None, data_dir=None, batch_size: int = 16, progress=None, point_mode: str | None = None
+) -> pd.DataFrame:
     """Competition submission for every location: DataFrame uuid, latitude, longitude (degrees)."""
     pred = Predictor.load(checkpoint or DEFAULT_CHECKPOINT).predict_dataset(
-        data_dir, batch_size=batch_size, progress=progress
+        data_dir, batch_size=batch_size, progress=progress, point_mode=point_mode
     )
     return pred[["uuid", "latitude", "longitude"]]
 

@@ -211,17 +211,18 @@ class GeoTask(_Task):
         out = {}
         if self.point_task:
             heads = {k: g[k] for k in ("geocell", "region", "coords") if k in g}
-            modes = {"": None}  # "" = the config's point rule; a geocell head also logs both rules
+            modes = {"": None}  # "" = the config's point rule; a geocell head also logs every rule
             if "geocell" in heads:
-                modes = {"_weighted": "weighted_mean", "_argmax": "argmax", "": None}
+                modes = {"_min_expected": "min_expected_km", "_weighted": "weighted_mean"}
+                modes.update({"_argmax": "argmax", "": None})
             for suffix, mode in modes.items():
-                lat, lon, county_p = self.readout.points(heads, mode)
-                summary = metrics.haversine_summary(geo.haversine_km(g["lat"], g["lon"], lat, lon))
+                r = self.readout.read(heads, mode)
+                summary = metrics.haversine_summary(geo.haversine_km(g["lat"], g["lon"], r.lat, r.lon))
                 if suffix:
                     summary = {k: summary[k] for k in ("mean_km", "median_km")}
                 out.update({f"{k}{suffix}": v for k, v in summary.items()})
-                if suffix == "":
-                    out["county_acc"] = metrics.county_accuracy(g["county_true"], county_p.argmax(1))
+                if suffix == "":  # the county containing the point, as `evaluate` scores it
+                    out["county_acc"] = metrics.county_accuracy(g["county_true"], r.county)
         if "heading_err" in g:
             err = g["heading_err"][~np.isnan(g["heading_err"])]
             out["heading_maae"] = float(err.mean()) if err.size else float("nan")

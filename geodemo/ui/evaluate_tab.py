@@ -208,6 +208,18 @@ def build(settings: Settings, manager: JobManager) -> dict:
         )
         return gallery, maps.prediction_figure(prediction, predictor.cells, truth=truth), text
 
+    def overlap_banner(job_id):
+        """A banner when the evaluated locations were used to train the checkpoint (`train_overlap`)."""
+        n = None
+        try:
+            job = manager.get(job_id) if job_id else None
+            if job is not None and job.status == "done":
+                n = json.loads(Path(job.out).read_text(encoding="utf-8")).get("train_overlap")
+        except (ValueError, OSError):  # an unknown job or unreadable results: no banner
+            n = None
+        text = f"{n} of these locations were used to train this checkpoint; these figures are not a test."
+        return gr.update(value=f"⚠ **{text}**" if n else "", visible=bool(n))
+
     def past_jobs():
         done = [j for j in reversed(manager.list()) if j.kind == "evaluate" and j.status == "done"]
         return gr.update(choices=[(f"{j.title} · {j.id}", j.id) for j in done])
@@ -244,6 +256,7 @@ def build(settings: Settings, manager: JobManager) -> dict:
             elem_id="eval-job",
         )
         bar = gr.HTML(progress_html({}, "no job selected"), js_on_load=None, scale=4)
+    overlap = gr.Markdown(visible=False, elem_id="eval-overlap")  # training-data warning (issue 8)
     with gr.Row():
         metrics = gr.Dataframe(
             pd.DataFrame(columns=["metric", "value"]),
@@ -289,6 +302,7 @@ def build(settings: Settings, manager: JobManager) -> dict:
     timer = gr.Timer(1.0, active=False)
     run_button.click(run, [checkpoint, dataset, limit], [job_id, timer], api_name="evaluate")
     outputs = [bar, metrics, error_map, histogram, cdf, worst, job_params, shown, timer]
+    metrics.change(overlap_banner, job_id, overlap, api_visibility="private", queue=False)
     timer.tick(poll, [job_id, shown], outputs, api_visibility="private", queue=False, show_progress="hidden")
     job_id.change(poll, [job_id, shown], outputs, api_visibility="private", show_progress="hidden")
     job_id.focus(past_jobs, None, job_id, api_visibility="private", queue=False)

@@ -12,6 +12,8 @@ from geodemo import geo, maps
 from geodemo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_checkpoint
 from geodemo.data import is_safe_id, read_locations, view_paths
 from geodemo.predict import Predictor
+from geodemo.readout import CREDIBLE_MASSES, Readout
+from geodemo.truth import exif_gps, parse_truth
 from geodemo.ui.common import VIEW_NAMES, user_errors, view_inputs, views_dict
 from geodemo.ui.settings import EXAMPLES_DIR, Settings
 
@@ -25,27 +27,68 @@ CREDIT = (
 )
 
 
+TRUTH_HINT = (
+    "<small>Optional: the true place, to see the error in km. Type it, click the result map, or upload a "
+    "photo with GPS in its EXIF.</small>"
+)
+# Clicks on the result map (MapLibre inside Plotly) set the truth. The figure is redrawn after every
+# prediction, so poll for the current map and attach once per map object.
+CLICK_JS = """
+const attach = () => {
+  const gd = document.querySelector('#predict-map .js-plotly-plot');
+  const sub = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
+  const map = sub && sub.map;
+  if (!map || map.__geodemoTruth) return;
+  map.__geodemoTruth = true;
+  map.getCanvas().style.cursor = 'crosshair';
+  map.on('click', (e) => {
+    trigger('click', {lat: Math.round(e.lngLat.lat * 1e6) / 1e6, lon: Math.round(e.lngLat.lng * 1e6) / 1e6});
+  });
+};
+setInterval(attach, 400);
+"""
+EMPTY_SUMMARY = "Prediction summary appears here."
+
+
 def examples() -> list[list[str | None]]:
-    """The bundled example locations as [north, east, south, west] file paths."""
+    """The bundled example locations as [north, east, south, west, true latitude, true longitude]."""
     rows = []
-    for uid in read_locations(EXAMPLES_DIR).uuid:
-        paths = view_paths(EXAMPLES_DIR, uid)
-        rows.append([str(paths[v]) if v in paths else None for v in range(4)])  # view index order N, E, S, W
+    for row in read_locations(EXAMPLES_DIR).itertuples():
+        paths = view_paths(EXAMPLES_DIR, row.uuid)
+        files = [str(paths[v]) if v in paths else None for v in range(4)]  # view index order N, E, S, W
+        rows.append([*files, f"{row.latitude:.6f}", f"{row.longitude:.6f}"])
     return rows
 
 
 def summary_markdown(prediction) -> str:
-    """Coordinates, nearest town, county, top-5 counties, per-view headings and time, as Markdown."""
+    """The point, its town and county, the expected error, the county distribution and headings, as Markdown.
+
+    The county named with the point is the one containing it; the county distribution is the model's
+    separate estimate, shown as its own table, and a disagreement between the two is said in words.
+    """
     town = str(geo.nearest_place(prediction.latitude, prediction.longitude))
     top = list(prediction.county_probabilities.items())[:5]
     lines = [
         f"### {prediction.latitude:.4f}° N, {prediction.longitude:.4f}° E",
-        f"near **{town}** · county **{prediction.county}**",
+        f"near **{town}** · in **{prediction.county}** county",
+    ]
+    expected = getattr(prediction, "expected_error_km", None)
+    if expected is not None:
+        lines += ["", f"The model expects to be about **{expected:.0f} km** off (its own estimate)."]
+    lines += [
+        "",
+        "**County distribution** (the model's separate county estimate, not the map point):",
         "",
         "| county | probability |",
         "|---|---:|",
         *[f"| {name} | {p:.1%} |" for name, p in top],
     ]
+    if top and top[0][0] != prediction.county:
+        lines += [
+            "",
+            f"⚠ The county estimate's first choice, **{top[0][0]}** ({top[0][1]:.0%}), is not the county "
+            f"containing the point (**{prediction.county}**): the two parts of the model disagree.",
+        ]
     if prediction.headings:
         names = dict(zip(("0", "90", "180", "270"), ("North", "East", "South", "West")))
         lines += [
@@ -55,6 +98,42 @@ def summary_markdown(prediction) -> str:
         ]
     lines += ["", f"<small>model `{prediction.model}`, {prediction.elapsed_ms:.0f} ms</small>"]
     return "\n".join(lines)
+
+
+def truth_markdown(predictor: Predictor, prediction, truth: tuple[float, float] | None) -> str:
+    """The error in km against a known truth, and whether the truth fell in the 50% / 90% regions."""
+    if truth is None:
+        return ""
+    if prediction is None:
+        return f"Truth set to {truth[0]:.4f}° N, {truth[1]:.4f}° E. Predict to see the error."
+    error = float(geo.haversine_km(truth[0], truth[1], prediction.latitude, prediction.longitude))
+    lines = [f"### Error: {error:.1f} km", f"from the truth at {truth[0]:.4f}° N, {truth[1]:.4f}° E."]
+    if prediction.expected_error_km is not None:
+        lines[-1] += f" The model expected about {prediction.expected_error_km:.0f} km."
+    if prediction.cell_probabilities is not None:
+        out = {"geocell": prediction.cell_probabilities[None]}
+        inside = {
+            m: bool(predictor.readout.truth_in_region(out, truth[0], truth[1], m)[0]) for m in CREDIBLE_MASSES
+        }
+        if inside[0.5]:
+            where = "inside the **50%** credible region (and so the 90% one)"
+        elif inside[0.9]:
+            where = "inside the **90%** credible region, outside the 50% one"
+        else:
+            where = "**outside** even the 90% credible region: the model was confidently wrong"
+        lines.append(f"The truth is {where}.")
+    if not geo.in_croatia(truth[0], truth[1]):
+        lines.append("Note: this truth lies outside Croatia; check the coordinates.")
+    return "\n\n".join(lines)
+
+
+def result_figure(predictor: Predictor, prediction, truth=None):
+    """The prediction map with the 50% / 90% credible regions and, when known, the truth and error line."""
+    regions = {}
+    if prediction.cell_probabilities is not None:
+        p = prediction.cell_probabilities[None]
+        regions = {m: Readout.credible_set(p, m)[0] for m in CREDIBLE_MASSES}
+    return maps.prediction_figure(prediction, predictor.cells, truth=truth, regions=regions)
 
 
 def build(settings: Settings) -> dict:
@@ -69,15 +148,51 @@ def build(settings: Settings) -> dict:
         return prediction.to_json(), prediction
 
     @user_errors
-    def render(prediction, north, east, south, west, checkpoint, show_cam):
+    def render(prediction, north, east, south, west, checkpoint, show_cam, lat_text, lon_text):
         predictor = Predictor.load(checkpoint)
-        figure = maps.prediction_figure(prediction, predictor.cells)
+        try:
+            truth, truth_text = parse_truth(lat_text, lon_text), None
+        except ValueError as err:  # a bad truth field must not hide the prediction: say so beside it
+            truth, truth_text = None, f"⚠ {err}"
         cams = []
         if show_cam:
             overlays = predictor.gradcam(views_dict(north, east, south, west))
             names = ("North", "East", "South", "West")
             cams = [(img, names[i] if i < 4 else str(i)) for i, img in sorted(overlays.items())]
-        return figure, summary_markdown(prediction), gr.update(value=cams, visible=bool(cams))
+        return (
+            result_figure(predictor, prediction, truth),
+            summary_markdown(prediction),
+            truth_text or truth_markdown(predictor, prediction, truth),
+            gr.update(value=cams, visible=bool(cams)),
+        )
+
+    @user_errors
+    def show_truth(prediction, lat_text, lon_text, checkpoint):
+        """The truth fields changed: redraw the map with the truth and say the error."""
+        truth = parse_truth(lat_text, lon_text)
+        if prediction is None:
+            return gr.skip(), truth_markdown(None, None, truth)
+        predictor = Predictor.load(checkpoint)
+        return result_figure(predictor, prediction, truth), truth_markdown(predictor, prediction, truth)
+
+    def clicked(evt: gr.EventData):
+        data = evt._data or {}
+        return f"{data.get('lat', '')}", f"{data.get('lon', '')}", ""
+
+    def exif_truth(path, lat_text, lon_text):
+        """A view with EXIF GPS fills empty truth fields, and says so."""
+        gps = exif_gps(path) if path else None
+        if gps is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        if (lat_text or "").strip() or (lon_text or "").strip():
+            note = f"This photo's EXIF GPS says {gps[0]:.5f}, {gps[1]:.5f}; the truth you entered was kept."
+            return gr.skip(), gr.skip(), note
+        note = f"📍 Truth read from the photo's EXIF GPS: {gps[0]:.5f}, {gps[1]:.5f} (edit it if wrong)."
+        return f"{gps[0]:.6f}", f"{gps[1]:.6f}", note
+
+    def cleared_outputs():
+        """Empty results (after an error, so no stale answer stays next to new inputs, or on Clear)."""
+        return maps.empty_map(), EMPTY_SUMMARY, "", gr.update(value=[], visible=False), None, None
 
     @user_errors
     def upload_checkpoint(files, name):
@@ -109,6 +224,14 @@ def build(settings: Settings) -> dict:
     gr.Markdown(INTRO)
     views = view_inputs("predict")
     with gr.Row(equal_height=True):
+        truth_lat = gr.Textbox(label="True latitude (° N, optional)", placeholder="e.g. 45.8150 or 45,8150",
+                               elem_id="predict-truth-lat", min_width=160)
+        truth_lon = gr.Textbox(label="True longitude (° E, optional)", placeholder="e.g. 15.9819 or 15,9819",
+                               elem_id="predict-truth-lon", min_width=160)
+        with gr.Column(scale=2, min_width=240):
+            hint = gr.HTML(TRUTH_HINT, js_on_load=CLICK_JS, elem_id="predict-truth-hint")
+            truth_note = gr.Markdown("", elem_id="predict-truth-note")
+    with gr.Row(equal_height=True):
         checkpoint = gr.Dropdown(
             settings.checkpoint_choices(),
             value=default,
@@ -118,12 +241,18 @@ def build(settings: Settings) -> dict:
         )
         show_cam = gr.Checkbox(value=True, label="Grad-CAM overlays", scale=1)
         button = gr.Button("Predict", variant="primary", scale=1, elem_id="predict-button")
-    gr.Examples(examples(), inputs=views, label="Example locations", examples_per_page=3)
+        clear_button = gr.Button("Clear", variant="secondary", scale=1, elem_id="predict-clear")
+    gr.Examples(
+        examples(), inputs=[*views, truth_lat, truth_lon], label="Example locations (with their truth)",
+        examples_per_page=3,
+    )
     gr.Markdown(f"<small>{CREDIT}</small>")
     with gr.Row():
-        figure = gr.Plot(maps.empty_map(), label="Prediction map", scale=3, elem_id="predict-map")
+        figure = gr.Plot(maps.empty_map(), label="Prediction map (click it to set the truth)", scale=3,
+                         elem_id="predict-map")
         with gr.Column(scale=2):
-            summary = gr.Markdown("Prediction summary appears here.", elem_id="predict-summary")
+            truth_result = gr.Markdown("", elem_id="predict-truth-result")
+            summary = gr.Markdown(EMPTY_SUMMARY, elem_id="predict-summary")
     cams = gr.Gallery(label="Grad-CAM: what the model looked at", columns=4, height=260, visible=False)
     with gr.Accordion("API response (JSON)", open=False):
         result = gr.JSON(label="/predict result")
@@ -137,21 +266,44 @@ def build(settings: Settings) -> dict:
                 upload_button = gr.Button("Validate and add")
 
     prediction_state = gr.State(None)
+    results = [figure, summary, truth_result, cams, result, prediction_state]
+    truth_inputs = [prediction_state, truth_lat, truth_lon, checkpoint_state]
     checkpoint.change(lambda c: c, checkpoint, checkpoint_state, api_visibility="private")
-    button.click(
+    predicted = button.click(
         predict,
         [*views, checkpoint_state],
         [result, prediction_state],
         api_name="predict",
         concurrency_id="model",
-    ).success(
+    )
+    rendered = predicted.success(
         render,
-        [prediction_state, *views, checkpoint_state, show_cam],
-        [figure, summary, cams],
+        [prediction_state, *views, checkpoint_state, show_cam, truth_lat, truth_lon],
+        [figure, summary, truth_result, cams],
         api_name="predict_map",
         api_visibility="undocumented",
         concurrency_id="model",
     )
+    for failed in (predicted, rendered):  # an error leaves no stale result next to the new inputs
+        failed.failure(cleared_outputs, None, results, api_visibility="private", queue=False)
+    clear_button.click(
+        lambda: (*cleared_outputs(), *[None] * 4, "", "", ""),
+        None,
+        [*results, *views, truth_lat, truth_lon, truth_note],
+        api_visibility="private",
+        queue=False,
+    )
+    for box in (truth_lat, truth_lon):
+        for event in (box.submit, box.blur):
+            event(show_truth, truth_inputs, [figure, truth_result], api_visibility="private")
+    hint.click(clicked, None, [truth_lat, truth_lon, truth_note], api_visibility="private", queue=False).then(
+        show_truth, truth_inputs, [figure, truth_result], api_visibility="private"
+    )
+    for view in views:
+        view.upload(
+            exif_truth, [view, truth_lat, truth_lon], [truth_lat, truth_lon, truth_note],
+            api_visibility="private", queue=False,
+        ).then(show_truth, truth_inputs, [figure, truth_result], api_visibility="private")
     upload_button.click(
         upload_checkpoint, [files, upload_name], [checkpoint, checkpoint_state], api_name="upload_checkpoint"
     )
