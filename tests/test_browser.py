@@ -72,6 +72,16 @@ def _shot(pg, name: str) -> None:
         pg.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)
 
 
+def _shot_mobile(pg, name: str) -> None:
+    """The same state at a phone's width (390 px), to tests/artifacts/<name>-390.png; then back to desktop."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.set_viewport_size({"width": 390, "height": 844})
+    time.sleep(1.5)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}-390.png"), full_page=True)
+    pg.set_viewport_size({"width": 1300, "height": 1000})
+    time.sleep(0.5)
+
+
 def _upload_views(pg, prefix: str, paths: dict) -> None:
     for v, name in enumerate(("north", "east", "south", "west")):
         if v in paths:
@@ -162,6 +172,7 @@ def test_label_three_locations_from_a_folder(page, app_server, sample_dir):
         clicked.append((float(_value(page, "label-lat")), float(_value(page, "label-lon"))))
         if k == 0:
             _shot(page, "label")
+            _shot_mobile(page, "label")
         page.wait_for_function("!document.querySelector('#label-save').disabled")
         page.keyboard.press("Control+Enter")
         page.keyboard.press("Control+Enter")  # a double press must not save this point twice
@@ -181,6 +192,20 @@ def test_label_three_locations_from_a_folder(page, app_server, sample_dir):
     assert _value(page, "label-lat") == "" and page.locator("#label-save").is_disabled()
     assert read_locations(store).source_uuid.tolist()[before:] == ids[:2]
     assert not (store / "images" / frame.uuid.iloc[2]).exists()
+    # zoom in twice about the centre: a click there still lands on the map's centre (44.475 N, 16.45 E)
+    full = page.locator("#label-map svg").get_attribute("viewBox")
+    page.click("#label-map [data-zoom=in]")
+    page.click("#label-map [data-zoom=in]")
+    _wait(lambda: page.locator("#label-map svg").get_attribute("viewBox") != full, 10, "the zoom")
+    _map_click(page, 0.5, 0.5)
+    page.wait_for_function("document.querySelector('#label-lat input').value !== ''")
+    lat, lon = float(_value(page, "label-lat")), float(_value(page, "label-lon"))
+    assert abs(lat - 44.475) < 0.02 and abs(lon - 16.45) < 0.02
+    _shot_mobile(page, "label-zoomed")
+    page.click("#label-map [data-zoom=reset]")
+    width = float(full.split()[2])
+    svg = page.locator("#label-map svg")
+    _wait(lambda: float(svg.get_attribute("viewBox").split()[2]) == width, 10, "the reset")
 
 
 def _wait(condition, timeout: float = 60, what: str = "") -> None:
@@ -221,6 +246,7 @@ def test_two_jobs_reload_find_and_cancel_the_running_one(page, app_server):
     _wait(lambda: "epoch" in log.input_value() or "caching" in log.input_value(), 120, "progress lines")
     assert "Tip" not in log.input_value() and "warn" not in log.input_value().lower()
     _shot(page, "train")
+    _shot_mobile(page, "train")
 
     page.reload()
     page.get_by_role("tab", name="Train").click()
@@ -282,6 +308,7 @@ def test_evaluate_an_uploaded_zip_then_compare_two_checkpoints(page, app_server,
     assert "HR-" not in worst  # counties by name
     time.sleep(2)
     _shot(page, "evaluate")
+    _shot_mobile(page, "evaluate")
 
     page.get_by_role("tab", name="Predict").click()  # refreshes the checkpoint lists
     page.get_by_role("tab", name="Evaluate").click()
@@ -298,3 +325,4 @@ def test_evaluate_an_uploaded_zip_then_compare_two_checkpoints(page, app_server,
     assert "default-argmax" in table and "± " in table
     page.locator("#eval-compare-box").scroll_into_view_if_needed()
     _shot(page, "evaluate-compare")
+    _shot_mobile(page, "evaluate-compare")

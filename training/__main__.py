@@ -318,17 +318,23 @@ def _progress_writer(path, stage: str):
 
 
 def _evaluate(args) -> None:
+    import tempfile
+
+    from geodemo.archive import unpack_dataset
     from training.evaluate import evaluate
     from training.fit import write_json_atomic
 
-    found, table = evaluate(
-        args.checkpoint,
-        args.data,
-        limit=args.limit,
-        progress=_progress_writer(args.progress_file, "evaluate"),
-        batch_size=args.batch_size,
-        point_mode=args.point_mode,
-    )
+    with tempfile.TemporaryDirectory(prefix="geodemo-eval-") as uploads:
+        # a .zip in the LUMEN layout is unpacked (checked: no escapes, links or bombs) into a temp folder
+        data = unpack_dataset(args.data, uploads) if Path(args.data).is_file() else args.data
+        found, table = evaluate(
+            args.checkpoint,
+            data,
+            limit=args.limit,
+            progress=_progress_writer(args.progress_file, "evaluate"),
+            batch_size=args.batch_size,
+            point_mode=args.point_mode,
+        )
     _check_metrics(found)
     if found.get("train_overlap"):
         print(f"warning: {found['train_overlap']} of these {found['count']} locations were used to train "
@@ -436,7 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--checkpoint", type=Path, help=ckpt_help)
     e.add_argument(
-        "--data", required=True, type=Path, help="dataset folder (LUMEN layout; ImageFolder for classify)"
+        "--data",
+        required=True,
+        type=Path,
+        help="dataset folder (LUMEN layout; ImageFolder for classify) or a .zip of a LUMEN-layout folder",
     )
     e.add_argument(
         "--out", required=True, type=Path, help="metrics JSON to write; <stem>.csv is written beside it"

@@ -153,7 +153,7 @@ def build(settings: Settings, manager: JobManager) -> dict:
             [
                 [names[0], f"{result['a']['mean_km']:.1f}", f"{result['a']['median_km']:.1f}"],
                 [names[1], f"{result['b']['mean_km']:.1f}", f"{result['b']['median_km']:.1f}"],
-                [f"difference ({names[0]} - {names[1]})",
+                ["difference (A − B)",
                  f"{result['mean_diff_km']:+.1f} ± {result['se_km']:.1f} (SE)",
                  f"{result['median_diff_km']:+.1f}"],
             ],

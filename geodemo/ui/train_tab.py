@@ -28,7 +28,7 @@ TASK_HELP = {
     "region": "region (county)",
     "heading": "heading (camera direction)",
 }
-JOB_COLUMNS = ["id", "kind", "title", "status", "started", "duration", "message"]
+JOB_COLUMNS = ["status", "title", "started", "duration", "message", "id"]  # status first: visible on a phone
 ACTIVE = ("queued", "running")
 TICK_S = 2.0  # how often an open Train tab refreshes the table and the followed job
 STAGE_TEXT = {"prepare": "preparing", "cache": "caching embeddings", "train": "training",
@@ -49,7 +49,7 @@ def jobs_frame(manager: JobManager, kind: str | None = None) -> pd.DataFrame:
         end = job.finished or (time.time() if job.status == "running" else None)
         duration = f"{end - job.started:.0f} s" if job.started and end else ""
         started = time.strftime("%H:%M:%S", time.localtime(job.started)) if job.started else ""
-        rows.append([job.id, job.kind, job.title, job.status, started, duration, job.message])
+        rows.append([job.status, job.title, started, duration, job.message, job.id])
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
@@ -228,7 +228,7 @@ def build(settings: Settings, manager: JobManager) -> dict:
         return new_table, status, bar, log_text, curves, log_file, f"{signature}|{key}"
 
     def pick(evt: gr.SelectData):
-        return evt.row_value[0] if evt.row_value else gr.skip()
+        return evt.row_value[JOB_COLUMNS.index("id")] if evt.row_value else gr.skip()
 
     datasets = settings.dataset_choices()
     with gr.Row():
