@@ -132,6 +132,10 @@ def _datasets(params: dict, data_roots) -> list[Path]:
     paths = list(dict.fromkeys(_dataset(p, data_roots) for p in chosen if p))
     if not paths:
         raise JobError("Datasets: tick at least one dataset to train on.")
+    for path in paths:
+        if not (path / "data.csv").is_file():  # e.g. "my labels" before the first label
+            raise JobError(f"Datasets: {path.name!r} has no data.csv yet; label some locations first or "
+                           "untick it.")
     return paths
 
 

@@ -116,6 +116,7 @@ def test_an_interrupted_training_job_resumes_with_the_same_arguments(tmp_path, f
 def test_train_args_are_validated(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
+    (data / "data.csv").write_text("uuid,latitude,longitude\n")
     good = {
         "task": "multi",
         "backbone": "b",
@@ -228,6 +229,7 @@ def test_the_curated_log_keeps_progress_lines_only(tmp_path):
 def test_field_errors_name_the_field(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
+    (data / "data.csv").write_text("uuid,latitude,longitude\n")
     params = {"task": "multi", "backbone": "b", "datasets": [str(data)], "name": "r", "max_epochs": 0,
               "image_size": 0, "batch_size": 4, "lr": 1e-3, "unfreeze_epoch": -1, "accelerator": "cpu",
               "devices": 1}
@@ -239,6 +241,10 @@ def test_field_errors_name_the_field(tmp_path):
         train_args({**params, "max_epochs": 1, "datasets": []}, [data], tmp_path / "ckpts", backbones=("b",))
     two = tmp_path / "two"
     two.mkdir()
+    with pytest.raises(JobError, match="'two' has no data.csv yet"):
+        train_args({**params, "max_epochs": 1, "datasets": [str(data), str(two)]}, [data, two],
+                   tmp_path / "ckpts", backbones=("b",))
+    (two / "data.csv").write_text("uuid,latitude,longitude\n")
     args, _ = train_args({**params, "max_epochs": 1, "datasets": [str(data), str(two)]}, [data, two],
                          tmp_path / "ckpts", backbones=("b",))
     given = [args[i + 1] for i, a in enumerate(args) if a == "--data"]

@@ -1,4 +1,4 @@
-"""`train --data A --data B` (uuids kept distinct, fingerprints recorded) and `train --init-from` on real data."""
+"""`train --data A --data B` (uuids distinct, fingerprints recorded) and `train --init-from`, on real data."""
 
 import json
 import os
@@ -65,8 +65,8 @@ def test_train_on_two_folders_then_refine_with_init_from(two_datasets, tmp_path)
 
     # refine: another seed (other random heads) and a finer grid (the geocell head changes shape)
     second = tmp_path / "second"
-    r = cli("train", "--data", a, "--data", b, "--out", second, *TINY, "--seed", "7", "--grid-spacing-km", "25",
-            "--init-from", first)
+    r = cli("train", "--data", a, "--data", b, "--out", second, *TINY, "--seed", "7",
+            "--grid-spacing-km", "25", "--init-from", first)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "init from first: loaded" in r.stdout and "re-initialised 2 tensor(s)" in r.stdout
     w1, w2 = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
@@ -90,3 +90,23 @@ def test_the_same_folder_twice_is_refused(two_datasets, tmp_path):
     a, _ = two_datasets
     r = cli("train", "--data", a, "--data", a, "--out", tmp_path / "x", *TINY)
     assert r.returncode == 1 and "given twice" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_train_form_trains_on_two_datasets(two_datasets, tmp_path):
+    """What the Train tab submits (two ticked datasets) runs as a real job and trains on both."""
+    from geodemo.jobs import JobManager, train_args
+
+    a, b = two_datasets
+    params = {"task": "geocell", "backbone": "test_efficientnet", "datasets": [str(a), str(b)],
+              "name": "both", "max_epochs": 1, "image_size": 64, "batch_size": 4, "lr": 1e-3,
+              "unfreeze_epoch": -1, "accelerator": "cpu", "devices": 1}
+    args, out = train_args(params, [a, b], tmp_path / "checkpoints", backbones=("test_efficientnet",))
+    manager = JobManager(tmp_path / "jobs")
+    try:
+        job = manager.wait(manager.submit("train", args, out, reserve=True).id, timeout=600)
+    finally:
+        manager.shutdown()
+    assert job.status == "done", manager.log_tail(job.id)
+    sources = json.loads((out / "config.json").read_text())["data_sources"]
+    assert [s["locations"] for s in sources] == [10, 6]
+    assert "epoch 1 / 1 done" in manager.curated_log(job.id) and "Tip" not in manager.curated_log(job.id)

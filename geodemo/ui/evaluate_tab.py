@@ -237,7 +237,7 @@ def build(settings: Settings, manager: JobManager) -> dict:
         dataset = gr.Dropdown(
             datasets,
             value=datasets[0][1] if datasets else None,
-            label="Labelled dataset",
+            label="Labelled dataset (a configured folder, or upload a .zip below)",
             elem_id="eval-dataset",
             scale=3,
         )
