@@ -11,6 +11,8 @@ import math
 import os
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -318,23 +320,40 @@ class Predictor:
         Returns:
             One Prediction per item; timings and elapsed_ms are the batch's divided by its size.
         """
-        predictions = []
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            t0 = time.perf_counter()
-            crops, decode_ms, resize_ms = self._decode(chunk)
-            t1 = time.perf_counter()
-            out = self._forward(crops)
-            t2 = time.perf_counter()
-            n = len(chunk)
-            timings = {"decode": decode_ms / n, "resize": resize_ms / n, "forward": 1000 * (t2 - t1) / n}
-            batch = self._predictions(out, timings, 0.0, point_mode)
-            t3 = time.perf_counter()
-            for p in batch:
-                p.timings_ms["post"] = 1000 * (t3 - t2) / n
-                p.elapsed_ms = 1000 * (t3 - t0) / n
-            predictions += batch
-        return predictions
+        chunks = (items[start : start + batch_size] for start in range(0, len(items), batch_size))
+        return [p for batch in self._stream(chunks, point_mode) for p in batch]
+
+    def _stream(self, chunks, point_mode: str | None = None):
+        """Yield the Predictions of each chunk (a list of items) in turn. While one chunk runs its forward
+        pass, the next one decodes in a thread (PIL, cv2 and ONNX Runtime release the GIL)."""
+        chunks = iter(chunks)
+        current, upcoming = next(chunks, None), next(chunks, None)
+        pool = ThreadPoolExecutor(max_workers=1) if upcoming is not None else None
+        try:
+            decoded = self._decode(current) if current else None
+            while current is not None:
+                pending = pool.submit(self._decode, upcoming) if upcoming else None
+                if not current:
+                    yield []
+                else:
+                    crops, decode_ms, resize_ms = decoded
+                    t1 = time.perf_counter()
+                    out = self._forward(crops)
+                    t2 = time.perf_counter()
+                    n = len(current)
+                    timings = {"decode": decode_ms / n, "resize": resize_ms / n}
+                    timings["forward"] = 1000 * (t2 - t1) / n
+                    batch = self._predictions(out, timings, 0.0, point_mode)
+                    t3 = time.perf_counter()
+                    for p in batch:
+                        p.timings_ms["post"] = 1000 * (t3 - t2) / n
+                        p.elapsed_ms = (decode_ms + resize_ms) / n + 1000 * (t3 - t1) / n
+                    yield batch
+                current, decoded = upcoming, pending.result() if pending else None
+                upcoming = next(chunks, None)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
 
     def predict(self, views) -> Prediction:
         """Predict one location.
@@ -362,17 +381,22 @@ class Predictor:
         """
         frame = read_locations(root) if frame is None else frame
         uuids = frame["uuid"].astype(str).tolist()
-        rows = []
-        for start in range(0, len(uuids), batch_size):
-            chunk = uuids[start : start + batch_size]
-            items = {u: {VIEW_HEADINGS[v]: p for v, p in view_paths(root, u).items()} for u in chunk}
-            present = [u for u in chunk if items[u]]
-            batch = self.predict_batch([items[u] for u in present], batch_size, point_mode)
+        rows, queued = [], deque()
+
+        def chunks():  # the next chunk's files are found and decoded while this one runs forward
+            for start in range(0, len(uuids), batch_size):
+                chunk = uuids[start : start + batch_size]
+                items = {u: {VIEW_HEADINGS[v]: p for v, p in view_paths(root, u).items()} for u in chunk}
+                present = [u for u in chunk if items[u]]
+                queued.append((chunk, present))
+                yield [items[u] for u in present]
+
+        for batch in self._stream(chunks(), point_mode):
+            chunk, present = queued.popleft()
             predicted = dict(zip(present, batch))
-            for u in chunk:
-                rows.append(self._row(u, predicted.get(u)))
+            rows += [self._row(u, predicted.get(u)) for u in chunk]
             if progress is not None:
-                progress(min(start + batch_size, len(uuids)), len(uuids))
+                progress(len(rows), len(uuids))
         return pd.DataFrame(rows, columns=self._columns())
 
     def _columns(self) -> list[str]:
