@@ -84,6 +84,7 @@ def launch_kwargs(demo: gr.Blocks) -> dict:
         "js": label_tab.SHORTCUT_JS,
         "max_file_size": MAX_FILE_SIZE,
         "allowed_paths": [str(p) for p in dict.fromkeys(allowed)],
+        "state_session_capacity": settings.max_sessions,  # each session's state costs memory: keep the newest
         "app_kwargs": {"routes": rest_routes(settings, MAX_FILE_SIZE, CONCURRENCY)},  # POST /api/v1/predict
         "show_error": True,
     }

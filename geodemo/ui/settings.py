@@ -20,7 +20,8 @@ class Settings:
     Env: GEODEMO_DEFAULT_CHECKPOINT, GEODEMO_LABELS_DIR (./labels), GEODEMO_JOBS_DIR (./jobs),
     GEODEMO_CHECKPOINTS_DIR (./checkpoints), GEODEMO_DATA_ROOTS (os.pathsep list; default: the
     bundled sample when present, assets/examples and the labels dir), GEODEMO_UPLOAD_TTL_S (3600: how
-    long uploads stay in Gradio's cache, seconds).
+    long uploads stay in Gradio's cache, seconds), GEODEMO_MAX_SESSIONS (200: browser sessions whose state
+    the server keeps, newest first), GEODEMO_UPLOADS_DIR (./uploads: unpacked dataset zips).
     """
 
     default_checkpoint: Path
@@ -29,6 +30,7 @@ class Settings:
     checkpoints_dir: Path
     data_roots: list[Path]
     upload_ttl_s: int = 3600
+    max_sessions: int = 200
     show_test_backbones: bool = False  # offer the internal test backbone in the Train tab (tests only)
     uploads_dir: Path | None = None  # uploaded dataset zips unpacked here (default: <jobs_dir>/../uploads)
 
@@ -50,6 +52,7 @@ class Settings:
             checkpoints_dir=Path(env("GEODEMO_CHECKPOINTS_DIR", "checkpoints")).resolve(),
             data_roots=roots,
             upload_ttl_s=max(1, int(env("GEODEMO_UPLOAD_TTL_S", "3600"))),
+            max_sessions=max(1, int(env("GEODEMO_MAX_SESSIONS", "200"))),
             show_test_backbones=env("GEODEMO_TEST_BACKBONES", "") == "1",
             uploads_dir=Path(env("GEODEMO_UPLOADS_DIR", "uploads")).resolve(),
         )
