@@ -7,6 +7,7 @@ That backbone pass runs on ONNX Runtime where it is installed (see geodemo.onnx_
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -52,6 +53,7 @@ class Prediction:
     model: str  # checkpoint name
     elapsed_ms: float
     timings_ms: dict = field(default_factory=dict)  # decode, resize, forward, post (ms)
+    neighbours: list = field(default_factory=list)  # similar training locations (geodemo.retrieval)
     expected_error_km: float | None = None  # the model's own expected km to the truth (None: coords only)
 
     def to_json(self) -> dict:
@@ -63,6 +65,7 @@ class Prediction:
             "county_probabilities": self.county_probabilities,
             "top_cells": self.top_cells,
             "headings": self.headings,
+            "neighbours": self.neighbours,
             "expected_error_km": self.expected_error_km,
             "model": self.model,
             "elapsed_ms": self.elapsed_ms,
@@ -248,6 +251,7 @@ class Predictor:
             feats = present.new_zeros(*mask.shape, present.shape[-1])
             feats[mask] = present
         out = self.model.forward_features(feats, mask)
+        out["embedding"] = self.model.fuse(feats, mask)  # (B, F): the retrieval query
         out = {k: v.float().numpy() for k, v in out.items()}
         for key in ("geocell", "region"):
             if key in out:
@@ -258,6 +262,7 @@ class Predictor:
             b = len(crops)
             out = {k: (v[:b] if k.startswith("heading") else (v[:b] + v[b:]) / 2) for k, v in out.items()}
         out["view_mask"] = mask[: len(crops)].numpy()
+        self._retrieve(out)
         return out
 
     def _predictions(
@@ -303,6 +308,7 @@ class Predictor:
                     model=self.name,
                     elapsed_ms=elapsed_ms,
                     timings_ms=dict(timings),
+                    neighbours=out["neighbours"][b] if "neighbours" in out else [],
                     expected_error_km=expected if np.isfinite(expected) else None,
                 )
             )
@@ -417,6 +423,36 @@ class Predictor:
                 row.update(argmax_latitude=p.argmax_cell[0], argmax_longitude=p.argmax_cell[1])
             row.update({f"heading_{h}": d for h, d in p.headings.items()})
         return row
+
+    # ------------------------------------------------------------ retrieval
+
+    @functools.cached_property
+    def index(self):
+        """The checkpoint's stored training locations (geodemo.retrieval.RetrievalIndex), or None."""
+        from geodemo.retrieval import load_index
+
+        return load_index(self.path)
+
+    def _retrieve(self, out: dict[str, np.ndarray]) -> None:
+        """Add each location's K most similar training locations to `out`; with KNN_WEIGHT > 0 also mix
+        their kNN cell vote into the geocell probabilities, before the point is read out."""
+        from geodemo import retrieval
+
+        if self.index is None:
+            return
+        idx, sims = self.index.search(out["embedding"], retrieval.K)
+        out["neighbours"] = self.index.records(idx, sims)
+        if retrieval.KNN_WEIGHT > 0 and "geocell" in out and self.cells is not None:
+            vote = retrieval.knn_vote(self.index, idx, sims, self.cells.assign, out["geocell"].shape[1])
+            out["geocell"] = retrieval.mix(out["geocell"], vote, retrieval.KNN_WEIGHT)
+
+    def embed_batch(self, items: list, batch_size: int = 16) -> np.ndarray:
+        """Fused embeddings (N, F) float32 of locations (as `predict` takes them): what the index stores."""
+        chunks = []
+        for start in range(0, len(items), batch_size):
+            crops, _, _ = self._decode(items[start : start + batch_size])
+            chunks.append(np.asarray(self._forward(crops)["embedding"], np.float32))
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
     # ------------------------------------------------------------ explanation
 

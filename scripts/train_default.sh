@@ -48,7 +48,7 @@ rm -rf "$WORK"
   --devices 1 \
   --no-progress-bar
 mkdir -p "$OUT.tmp"
-cp "$WORK/model.safetensors" "$WORK/config.json" "$OUT.tmp/"
+cp "$WORK/model.safetensors" "$WORK/config.json" "$WORK/retrieval.safetensors" "$OUT.tmp/"  # + neighbours index
 rm -rf "$OUT.old"
 if [ -d "$OUT" ]; then mv "$OUT" "$OUT.old"; fi
 mv "$OUT.tmp" "$OUT"

@@ -21,6 +21,7 @@ PRIOR_CSV = SHARED / "data" / "lumen-coords.csv"
 PREDICT_CONTRACT = frozenset(
     {"latitude", "longitude", "county", "county_probabilities"}
     | {"top_cells", "headings", "expected_error_km", "model", "elapsed_ms"}
+    | {"neighbours"}
 )
 
 
