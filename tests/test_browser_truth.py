@@ -91,6 +91,10 @@ def test_truth_at_phone_width(browser, app_server, sample_dir):  # noqa: F811
     pg.goto(app_server.url)
     pg.wait_for_selector("#predict-button")
     pg.locator("tr.tr-body").nth(1).click()
+    pg.wait_for_function(
+        "document.querySelector('#predict-truth-lat textarea, #predict-truth-lat input').value !== ''"
+        " && document.querySelectorAll('#predict-north img, #predict-west img').length >= 2"
+    )
     pg.click("#predict-button")
     pg.locator("#predict-truth-result", has_text="Error").wait_for()
     time.sleep(2)

@@ -299,11 +299,12 @@ def build(settings: Settings) -> dict:
     hint.click(clicked, None, [truth_lat, truth_lon, truth_note], api_visibility="private", queue=False).then(
         show_truth, truth_inputs, [figure, truth_result], api_visibility="private"
     )
-    for view in views:
+    for view in views:  # new photos make the shown result stale: it goes at once
+        view.change(cleared_outputs, None, results, api_visibility="private", queue=False)
         view.upload(
             exif_truth, [view, truth_lat, truth_lon], [truth_lat, truth_lon, truth_note],
             api_visibility="private", queue=False,
-        ).then(show_truth, truth_inputs, [figure, truth_result], api_visibility="private")
+        )
     upload_button.click(
         upload_checkpoint, [files, upload_name], [checkpoint, checkpoint_state], api_name="upload_checkpoint"
     )
