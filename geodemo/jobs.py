@@ -435,9 +435,11 @@ class JobManager:
             return self.submit("train", job.args, job.out, title=title, params=params)
 
     def delete(self, job_id: str) -> Job:
-        """Delete a cancelled or failed job: its folder and its unfinished checkpoint folder (frees the name).
+        """Delete a cancelled or failed job: its folder and its checkpoint folder (frees the name).
 
-        A complete checkpoint is never deleted here, nor is a queued, running or done job.
+        A cancelled run may have saved the epochs it finished; deleting the job deletes that too. The folder
+        stays when another job (a resumed copy) writes the same checkpoint; queued, running and done jobs
+        are never deleted here.
         """
         with self._lock:
             job = self.get(job_id)
@@ -446,8 +448,7 @@ class JobManager:
                                f"{job.status}.")
             others = [j for j in self.list() if j.id != job.id and j.out == job.out]
             out = Path(job.out)
-            complete = (out / "config.json").is_file() and (out / "model.safetensors").is_file()
-            if job.kind == "train" and out.is_dir() and not complete and not others:
+            if job.kind == "train" and out.is_dir() and not others:
                 shutil.rmtree(out, ignore_errors=True)
             shutil.rmtree(self.path(job.id), ignore_errors=True)
             return job

@@ -201,6 +201,8 @@ def test_names_are_reserved_on_submit_and_freed_by_delete(tmp_path, fake_cli):
     with pytest.raises(JobError, match="cancelled or failed"):
         manager.delete(job.id)  # still queued
     manager.cancel(job.id)
+    (out / "config.json").write_text("{}")  # a cancelled run may have saved the epochs it finished
+    (out / "model.safetensors").write_bytes(b"x")
     manager.delete(job.id)
     assert not out.exists() and job.id not in [j.id for j in manager.list()]
     assert manager.submit("train", ["train", "z"], out=out, reserve=True).status == "queued"
