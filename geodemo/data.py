@@ -10,6 +10,7 @@ Layout (the LUMEN Data Science 2022 competition format)::
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -142,8 +143,13 @@ def view_paths(root, uuid: str) -> dict[int, Path]:
     inside = Path(root).resolve()
     try:
         # A symlink is never followed out of the dataset root (a data root must not expose other files).
-        files = {p.name.lower(): p for p in folder.iterdir()
-                 if p.is_file() and p.resolve().is_relative_to(inside)}
+        # One resolve per folder, and per file only for links: a realpath per file made a 16k-location
+        # dataset take ~40 s to list.
+        folder_inside = folder.resolve(strict=True).is_relative_to(inside)
+        with os.scandir(folder) as entries:
+            files = {e.name.lower(): folder / e.name for e in entries
+                     if (Path(e.path).resolve().is_relative_to(inside) if e.is_symlink() else folder_inside)
+                     and e.is_file()}
     except (FileNotFoundError, NotADirectoryError):
         return {}
     found = {}
