@@ -1,4 +1,5 @@
-"""Ground truth a user gives for a prediction: typed coordinates (decimal comma too) or a photo's EXIF GPS.
+"""Ground truth for a prediction: typed coordinates (decimal comma too), a photo's EXIF GPS, and whether a
+place was among a checkpoint's training locations (then an error against it is not a test).
 
 Coordinates are (lat, lon) degrees WGS84. Errors are ValueErrors with one sentence saying what to fix.
 """
@@ -7,8 +8,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import shapely
 from PIL import Image, UnidentifiedImageError
 
+from geodemo.geo import to_3765
+
+OVERLAP_KM = 0.01  # a location within 10 m of a training location counts as seen in training
 LAT_RANGE, LON_RANGE = (-90.0, 90.0), (-180.0, 180.0)
 _GPS_IFD = 0x8825  # EXIF pointer to the GPS tags
 _LAT, _LAT_REF, _LON, _LON_REF = 2, 1, 4, 3  # GPSLatitude, GPSLatitudeRef, GPSLongitude, GPSLongitudeRef
@@ -70,3 +76,24 @@ def exif_gps(path) -> tuple[float, float] | None:
     if not (math.isfinite(lat) and math.isfinite(lon)) or (lat == 0 and lon == 0):
         return None  # (0, 0) is what many cameras write when they had no fix
     return lat, lon
+
+
+def train_overlap(config, lat, lon, uuids) -> np.ndarray | None:
+    """(N,) bool: location used to train the checkpoint (same uuid, or within 10 m of a training location).
+
+    Args:
+        config: the checkpoint's ModelConfig (its ``train_locations``); lat, lon: (N,) degrees; uuids: (N,).
+
+    Returns:
+        None when the checkpoint does not record its training locations (trained before they were stored).
+    """
+    train = config.train_locations or {}
+    if "uuid" not in train:
+        return None
+    seen = np.isin(np.asarray(uuids, dtype=str), np.asarray(train["uuid"], dtype=str))
+    if train["latitude"]:
+        tree = shapely.STRtree(shapely.points(*to_3765(train["latitude"], train["longitude"])))
+        query, _ = tree.query(shapely.points(*to_3765(np.atleast_1d(lat), np.atleast_1d(lon))),
+                              predicate="dwithin", distance=OVERLAP_KM * 1000.0)
+        seen[np.unique(query)] = True
+    return seen

@@ -12,7 +12,7 @@ import pytest
 from test_training_cli import cli
 
 from geodemo.geo import haversine_km, load_points_csv
-from training.evaluate import train_overlap
+from geodemo.truth import train_overlap
 
 
 def test_overlap_matches_uuids_or_coordinates_within_10_m():

@@ -24,6 +24,7 @@ from geodemo.data import (
 from geodemo.images import load_rgb
 from geodemo.model import POINT_TASKS
 from geodemo.predict import Predictor
+from geodemo.truth import train_overlap
 from training import metrics
 from training.datamodule import IMAGE_SUFFIXES, scan_image_folder
 
@@ -39,7 +40,6 @@ CONTRACT_KEYS = (
     "county_accuracy",
     "train_overlap",
 )  # + heading_maae_deg with a heading head
-OVERLAP_KM = 0.01  # a location within 10 m of a training location counts as seen in training
 
 
 def _select(data_dir, uuids=None, limit: int | None = None) -> pd.DataFrame:
@@ -47,25 +47,6 @@ def _select(data_dir, uuids=None, limit: int | None = None) -> pd.DataFrame:
     if uuids is not None:
         frame = frame[frame["uuid"].isin(set(map(str, uuids)))]
     return (frame.head(limit) if limit else frame).reset_index(drop=True)
-
-
-def train_overlap(config, lat, lon, uuids) -> np.ndarray | None:
-    """(N,) bool: location used to train the checkpoint (same uuid, or within 10 m of a training location).
-
-    None when the checkpoint does not record its training locations (trained before they were stored).
-    """
-    train = config.train_locations or {}
-    if "uuid" not in train:
-        return None
-    seen = np.isin(np.asarray(uuids, dtype=str), np.asarray(train["uuid"], dtype=str))
-    if train["latitude"]:
-        import shapely
-
-        tree = shapely.STRtree(shapely.points(*geo.to_3765(train["latitude"], train["longitude"])))
-        query, _ = tree.query(shapely.points(*geo.to_3765(lat, lon)), predicate="dwithin",
-                              distance=OVERLAP_KM * 1000.0)
-        seen[np.unique(query)] = True
-    return seen
 
 
 def summarise_table(table: pd.DataFrame) -> dict:

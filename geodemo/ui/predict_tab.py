@@ -13,7 +13,7 @@ from geodemo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_
 from geodemo.data import is_safe_id, read_locations, view_paths
 from geodemo.predict import Predictor
 from geodemo.readout import CREDIBLE_MASSES, Readout
-from geodemo.truth import exif_gps, parse_truth
+from geodemo.truth import exif_gps, parse_truth, train_overlap
 from geodemo.ui.common import VIEW_NAMES, user_errors, view_inputs, views_dict
 from geodemo.ui.settings import EXAMPLES_DIR, Settings
 
@@ -122,6 +122,10 @@ def truth_markdown(predictor: Predictor, prediction, truth: tuple[float, float] 
         else:
             where = "**outside** even the 90% credible region: the model was confidently wrong"
         lines.append(f"The truth is {where}.")
+    seen = train_overlap(predictor.config, truth[0], truth[1], [""])
+    if seen is not None and seen[0]:
+        lines.append("⚠ This place is one of the checkpoint's training locations (within 10 m): the error is "
+                     "not a test of how it does on new places.")
     if not geo.in_croatia(truth[0], truth[1]):
         lines.append("Note: this truth lies outside Croatia; check the coordinates.")
     return "\n\n".join(lines)

@@ -1,0 +1,50 @@
+"""Predict-tab callbacks as plain functions on the bundled checkpoint and real example views: the summary
+names the county containing the point; a truth gives the error, the region check and an honest note."""
+
+import re
+
+import pytest
+
+from geodemo.data import read_locations, view_paths
+from geodemo.geo import haversine_km
+from geodemo.predict import Predictor
+from geodemo.ui.predict_tab import examples, summary_markdown, truth_markdown
+from geodemo.ui.settings import EXAMPLES_DIR
+
+
+@pytest.fixture(scope="module")
+def example():
+    predictor = Predictor.load()
+    row = read_locations(EXAMPLES_DIR).iloc[0]
+    prediction = predictor.predict({v * 90: p for v, p in view_paths(EXAMPLES_DIR, row.uuid).items()})
+    return predictor, prediction, (float(row.latitude), float(row.longitude))
+
+
+def test_examples_carry_their_truth():
+    rows = examples()
+    truth = read_locations(EXAMPLES_DIR)
+    assert [float(r[4]) for r in rows] == pytest.approx(truth.latitude.tolist(), abs=1e-6)
+    assert all(len(r) == 6 and all(r[:4]) for r in rows)
+
+
+def test_summary_names_the_county_of_the_point_and_says_when_the_head_disagrees(example):
+    _, prediction, _ = example
+    text = summary_markdown(prediction)
+    assert f"in **{prediction.county}** county" in text
+    head = next(iter(prediction.county_probabilities))
+    assert ("disagree" in text) == (head != prediction.county)
+    assert f"{prediction.expected_error_km:.0f} km" in text
+
+
+def test_truth_gives_the_error_region_and_a_training_data_note(example):
+    predictor, prediction, truth = example
+    text = truth_markdown(predictor, prediction, truth)
+    shown = float(re.search(r"Error: ([\d.]+) km", text).group(1))
+    error = float(haversine_km(*truth, prediction.latitude, prediction.longitude))
+    assert shown == pytest.approx(error, abs=0.05)
+    assert "credible region" in text
+    assert "training locations" in text  # the bundled examples are among the 100 training locations
+    elsewhere = truth_markdown(predictor, prediction, (45.3, 14.5))  # not a training location
+    assert "Error" in elsewhere and "training locations" not in elsewhere
+    assert truth_markdown(predictor, prediction, None) == ""
+    assert "Predict to see" in truth_markdown(predictor, None, truth)
