@@ -45,6 +45,7 @@ class RetrievalIndex:
     pca_mean: np.ndarray | None = None  # (F,) float32
     pca_components: np.ndarray | None = None  # (F, d) float32
     _faiss: object = None
+    _f32: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.uuids)
@@ -69,7 +70,9 @@ class RetrievalIndex:
         k = min(k, len(self))
         if len(self) >= EXACT_BELOW:
             return self._faiss_search(q, k)
-        sims = q @ self.embeddings.T.astype(np.float32)  # (B, N)
+        if self._f32 is None:  # converted once: float16 matmuls are slow on CPUs
+            self._f32 = np.ascontiguousarray(self.embeddings, np.float32)
+        sims = q @ self._f32.T  # (B, N)
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         part = np.take_along_axis(sims, idx, 1)
         order = np.argsort(-part, axis=1, kind="stable")
@@ -80,7 +83,7 @@ class RetrievalIndex:
 
         if self._faiss is None:  # inner product on unit vectors = cosine; exact (flat) but BLAS-batched
             index = faiss.IndexFlatIP(self.embeddings.shape[1])
-            index.add(np.ascontiguousarray(self.embeddings, np.float32))
+            index.add(np.ascontiguousarray(self.embeddings, np.float32))  # float32 copy, like _f32
             self._faiss = index
         sims, idx = self._faiss.search(np.ascontiguousarray(q, np.float32), k)
         return idx.astype(np.int64), sims.clip(-1.0, 1.0)
