@@ -249,6 +249,7 @@ def prediction_figure(
             )
         )
         fig.add_traces(_point(truth[0], truth[1], TRUTH_COLOUR, "truth", 13, "truth"))
+    fig.add_traces(neighbour_traces(getattr(prediction, "neighbours", None) or []))
     fig.add_traces(
         _point(
             prediction.latitude,
@@ -499,3 +500,23 @@ def game_figure(result: dict, height: int = 460) -> go.Figure:
         fig.add_traces(_point(*point, colour, name, 13, f"{name} {point[0]:.4f}, {point[1]:.4f}"))
     fig.add_traces(_point(*truth, TRUTH_COLOUR, "truth", 15, f"truth {truth[0]:.4f}, {truth[1]:.4f}"))
     return _layout(fig, height)
+
+
+NEIGHBOUR_COLOUR = "#e377c2"  # pink: apart from the yellow-red cell heatmap
+
+
+def neighbour_traces(neighbours: list[dict]) -> list[go.Scattermap]:
+    """Similar-looking known (training) places as markers; neighbours: [{latitude, longitude, similarity}]."""
+    if not neighbours:
+        return []
+    return [
+        go.Scattermap(
+            lat=[n["latitude"] for n in neighbours],
+            lon=[n["longitude"] for n in neighbours],
+            mode="markers",
+            marker={"size": 11, "color": NEIGHBOUR_COLOUR, "opacity": 0.9},
+            name="similar-looking known places",
+            customdata=[[i + 1, n["similarity"]] for i, n in enumerate(neighbours)],
+            hovertemplate="similar known place #%{customdata[0]}, cosine %{customdata[1]:.2f}<extra></extra>",
+        )
+    ]

@@ -83,3 +83,26 @@ def test_play_one_round(page, browser, app_server):  # noqa: F811
     assert "your guess" in legend and "truth" in legend
     _shot(page, "play")
     _mobile_shot(browser, app_server.url, "play-390", _play_one_round)
+
+
+def _predict_with_neighbours(pg, sample_dir) -> None:
+    from test_browser import _upload_views
+
+    from geodemo.data import read_locations, view_paths
+
+    uid = read_locations(sample_dir).uuid.iloc[3]
+    _upload_views(pg, "predict", view_paths(sample_dir, uid))
+    pg.click("#predict-button")
+    pg.wait_for_selector("#predict-summary h3")
+    pg.locator("#predict-neighbours img").nth(4).wait_for()
+    pg.locator("#predict-map .js-plotly-plot").first.wait_for()
+    time.sleep(2)  # let the map finish drawing before the screenshot
+
+
+def test_neighbours_on_the_map_with_their_photos(page, browser, app_server, sample_dir):  # noqa: F811
+    _predict_with_neighbours(page, sample_dir)
+    assert "similar-looking known places" in page.locator("#predict-map").inner_text()
+    assert "not the answer" in page.locator("#predict-neighbours-caption").inner_text()
+    assert "cosine" in page.locator("#predict-neighbours").inner_text()
+    _shot(page, "neighbours")
+    _mobile_shot(browser, app_server.url, "neighbours-390", lambda p: _predict_with_neighbours(p, sample_dir))

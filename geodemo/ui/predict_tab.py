@@ -14,6 +14,7 @@ from geodemo.data import is_safe_id, read_locations, view_paths
 from geodemo.predict import Predictor
 from geodemo.readout import CREDIBLE_MASSES, Readout
 from geodemo.truth import exif_gps, parse_truth, train_overlap
+from geodemo.ui import neighbours_panel
 from geodemo.ui.common import VIEW_NAMES, user_errors, view_inputs, views_dict
 from geodemo.ui.settings import EXAMPLES_DIR, Settings
 
@@ -258,6 +259,7 @@ def build(settings: Settings) -> dict:
             truth_result = gr.Markdown("", elem_id="predict-truth-result")
             summary = gr.Markdown(EMPTY_SUMMARY, elem_id="predict-summary")
     cams = gr.Gallery(label="Grad-CAM: what the model looked at", columns=4, height=260, visible=False)
+    show_neighbours, neighbour_outputs = neighbours_panel.build(settings)
     with gr.Accordion("API response (JSON)", open=False):
         result = gr.JSON(label="/predict result")
     with gr.Accordion("Upload a checkpoint (model.safetensors + config.json)", open=False):
@@ -287,6 +289,9 @@ def build(settings: Settings) -> dict:
         api_name="predict_map",
         api_visibility="undocumented",
         concurrency_id="model",
+    )
+    rendered.success(
+        show_neighbours, prediction_state, neighbour_outputs, api_visibility="private", queue=False
     )
     for failed in (predicted, rendered):  # an error leaves no stale result next to the new inputs
         failed.failure(cleared_outputs, None, results, api_visibility="private", queue=False)
