@@ -6,6 +6,7 @@ GEODEMO_THREADS sets the threads of each model call (default: cores // concurren
 """
 
 import os
+import tempfile
 
 import torch
 
@@ -19,6 +20,9 @@ from geodemo.ui.app import CONCURRENCY
 # model loads. Set here, not in the library: the split depends on how the app is served.
 torch.set_num_threads(int(os.environ.get("GEODEMO_THREADS") or max(1, (os.cpu_count() or 1) // CONCURRENCY)))
 
+# This process's own upload folder: with delete_cache, Gradio deletes what an app uploaded when it stops, and
+# in a shared /tmp/gradio that would delete another app's upload of the same file (same content, same path).
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="geodemo-uploads-"))
 demo = build_app()
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # Exported ONNX backbones (geodemo.onnx_engine) go to a throwaway cache, not the user's ~/.cache.
 os.environ.setdefault("GEODEMO_CACHE_DIR", tempfile.mkdtemp(prefix="geodemo-test-cache-"))
+# Uploads in this session's own folder: an app deletes its uploads when it stops (delete_cache), which in a
+# shared /tmp/gradio would pull files from under another test session's app.
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="geodemo-test-uploads-"))
 
 import pytest  # noqa: E402
 
