@@ -106,3 +106,22 @@ def test_neighbours_on_the_map_with_their_photos(page, browser, app_server, samp
     assert "cosine" in page.locator("#predict-neighbours").inner_text()
     _shot(page, "neighbours")
     _mobile_shot(browser, app_server.url, "neighbours-390", lambda p: _predict_with_neighbours(p, sample_dir))
+
+
+def test_walk_a_folder_most_uncertain_first(page):  # noqa: F811
+    import re
+
+    from test_browser import _pick
+
+    page.get_by_role("tab", name="Label").click()
+    _pick(page, "label-folder", str(EXAMPLES_DIR))
+    page.locator("#label-uncertain-first input").check()
+    page.click("#label-load")
+    page.wait_for_function("document.querySelector('#label-walk').innerText.includes('expected error')",
+                           timeout=240_000)
+    first = re.search(r"expected error (\d+)", page.locator("#label-walk").inner_text())
+    page.click("#label-skip")
+    page.wait_for_function("document.querySelector('#label-walk').innerText.includes('2 / 3')")
+    second = re.search(r"expected error (\d+)", page.locator("#label-walk").inner_text())
+    assert first and second and int(first.group(1)) >= int(second.group(1))
+    _shot(page, "label-uncertain")

@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from geodemo import geo, maps
+from geodemo.active import order_by_uncertainty
 from geodemo.data import DatasetError, images_dir, is_safe_id, view_paths
 from geodemo.labels import LabelError, LabelStore, parse_degrees
 from geodemo.predict import Predictor
@@ -176,7 +177,9 @@ def walk_view(walk: dict | None) -> tuple:
         )
     paths = view_paths(Path(walk["folder"]), ids[pos])
     files = [str(paths[v]) if v in paths else None for v in range(4)]
-    return (*files, f"Location **{pos + 1} / {len(ids)}**: `{ids[pos]}`")
+    score = walk.get("scores", {}).get(ids[pos])  # most-uncertain-first walks (geodemo.active)
+    note = f" · model's expected error **{score:.0f} {walk['unit']}**" if score is not None else ""
+    return (*files, f"Location **{pos + 1} / {len(ids)}**: `{ids[pos]}`{note}")
 
 
 def build(settings: Settings, checkpoint_state: gr.State) -> dict:
@@ -234,11 +237,14 @@ def build(settings: Settings, checkpoint_state: gr.State) -> dict:
         return progress_text(), *[gr.skip()] * 6, *cleared
 
     @user_errors
-    def load_folder(folder):
+    def load_folder(folder, uncertain_first=False, checkpoint=None):
         path = Path(str(folder or "")).expanduser().resolve()
         if not any(path == r or r in path.parents for r in settings.data_roots):
             raise DatasetError(f"{path} is not inside a configured data root; add it to GEODEMO_DATA_ROOTS.")
         walk = {"folder": str(path), "ids": list_locations(path), "pos": 0, "saved": []}
+        if uncertain_first:  # predicts every location once: most useful to label first
+            predictor = Predictor.load(checkpoint or settings.default_checkpoint)
+            walk["ids"], walk["scores"], walk["unit"] = order_by_uncertainty(predictor, path, walk["ids"])
         return walk, *walk_view(walk)
 
     @user_errors
@@ -286,6 +292,10 @@ def build(settings: Settings, checkpoint_state: gr.State) -> dict:
                     elem_id="label-folder",
                 )
                 load_button = gr.Button("Load folder", scale=1, elem_id="label-load")
+            uncertain_first = gr.Checkbox(
+                False, label="Most uncertain first (slower: predicts every location once)",
+                elem_id="label-uncertain-first",
+            )
             with gr.Row(equal_height=True):
                 previous_button = gr.Button("◀ Previous", size="sm", elem_id="label-previous")
                 walk_text = gr.Markdown(NO_FOLDER, elem_id="label-walk")
@@ -337,7 +347,9 @@ def build(settings: Settings, checkpoint_state: gr.State) -> dict:
     suggest_button.click(
         suggest, [*views, checkpoint_state], [latitude, longitude], api_name="suggest", concurrency_id="model"
     )
-    load_button.click(load_folder, folder, walk_outputs, api_name="load_folder").success(
+    load_button.click(
+        load_folder, [folder, uncertain_first, checkpoint_state], walk_outputs, api_name="load_folder"
+    ).success(
         lambda: cleared, None, point_outputs, api_visibility="private", queue=False
     )
     previous_button.click(lambda w: step(w, -1), walk, walk_outputs + point_outputs, api_visibility="private")
