@@ -251,3 +251,25 @@ def test_field_errors_name_the_field(tmp_path):
                          tmp_path / "ckpts", backbones=("b",))
     given = [args[i + 1] for i, a in enumerate(args) if a == "--data"]
     assert given == [str(data.resolve()), str(two.resolve())]
+
+
+def test_the_train_tab_job_view_offers_the_full_log_and_a_plain_status(tmp_path):
+    """Curated lines on the page, the whole log as a download; "done", never "done · done"."""
+    from pathlib import Path
+
+    from geodemo.jobs import PROGRESS_PREFIX
+    from geodemo.ui.train_tab import job_view, progress_html
+
+    manager = JobManager(tmp_path / "jobs", start=False)
+    job = manager.submit("train", ["train"], out="x")
+    full = f"💡 Tip: noise\n{PROGRESS_PREFIX}epoch 1 / 1 done · val mean 90.1 km\n"
+    manager.log_file(job.id).write_text(full)
+    status, _, curated, _, log_file, key = job_view(manager, job.id)
+    assert status == "queued" and curated == "epoch 1 / 1 done · val mean 90.1 km"
+    assert Path(log_file).read_text() == full  # the download holds everything, Lightning's noise included
+    again = job_view(manager, job.id, key)  # nothing changed: curves and log file are not re-sent
+    assert again[3] == {"__type__": "update"} and again[4] == {"__type__": "update"} and again[-1] == key
+    done = progress_html({"stage": "done", "fraction": 1.0}, "done")
+    assert "done · 100%" in done and "done · done" not in done
+    cache = progress_html({"stage": "cache", "step": 40, "total_steps": 400, "fraction": 0.02}, "running")
+    assert "caching embeddings 40 / 400" in cache
