@@ -48,3 +48,16 @@ def test_truth_gives_the_error_region_and_a_training_data_note(example):
     assert "Error" in elsewhere and "training locations" not in elsewhere
     assert truth_markdown(predictor, prediction, None) == ""
     assert "Predict to see" in truth_markdown(predictor, None, truth)
+
+
+def test_result_map_draws_both_credible_regions_the_truth_and_the_error_line(example):
+    from geodemo.ui.predict_tab import result_figure
+
+    predictor, prediction, truth = example
+    fig = result_figure(predictor, prediction, truth)
+    names = [t.name for t in fig.data]
+    assert {"50% credible region", "90% credible region", "truth", "prediction"} <= set(names)
+    assert any(n and n.startswith("error ") for n in names)
+    wide, narrow = (next(t for t in fig.data if t.name == f"{m}% credible region") for m in (90, 50))
+    assert sum(v is not None for v in wide.lat) >= sum(v is not None for v in narrow.lat) > 3
+    assert "truth" not in [t.name for t in result_figure(predictor, prediction).data]  # no truth, no marker
