@@ -607,3 +607,17 @@ def test_uploads_are_deleted_from_gradios_cache(capped_server, sample_dir, tmp_p
     assert uploaded, "the upload did not reach Gradio's cache"
     time.sleep(6)  # GEODEMO_UPLOAD_TTL_S=3: swept every second once older than 3 s
     assert not [p for p in uploaded if p.exists()]
+
+
+def test_county_names_are_shown_as_text_never_html():
+    from types import SimpleNamespace
+
+    from geodemo.ui.predict_tab import summary_markdown
+
+    evil = "<img src=x onerror=alert(1)>"
+    prediction = SimpleNamespace(latitude=LAT, longitude=LON, county=evil, expected_error_km=12.0,
+                                 county_probabilities={evil: 0.6, "Grad Zagreb": 0.4}, headings={},
+                                 model="default", elapsed_ms=5.0)
+    text = summary_markdown(prediction)
+    assert "<img" not in text and "&lt;img src=x onerror=alert\\(1\\)&gt;" in text
+    assert "Grad Zagreb" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import logging
 import os
 import re
@@ -51,6 +52,11 @@ def display_paths(text: str) -> str:
     for name in set(_PATH_NAMES.values()):  # never "the labels folder the labels folder"
         text = text.replace(f"{name.removeprefix('the ')} {name}", name.removeprefix("the "))
     return text
+
+
+def as_text(value) -> str:
+    """`value` as literal text in Markdown/HTML: HTML escaped, Markdown markup characters backslashed."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+!|~])", r"\\\1", html.escape(str(value), quote=False))
 
 
 def user_errors(fn):

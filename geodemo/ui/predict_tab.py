@@ -15,7 +15,7 @@ from geodemo.predict import Predictor
 from geodemo.readout import CREDIBLE_MASSES, Readout
 from geodemo.truth import exif_gps, parse_truth, train_overlap
 from geodemo.ui import neighbours_panel
-from geodemo.ui.common import VIEW_NAMES, user_errors, view_inputs, views_dict
+from geodemo.ui.common import VIEW_NAMES, as_text, user_errors, view_inputs, views_dict
 from geodemo.ui.settings import EXAMPLES_DIR, Settings
 
 INTRO = (
@@ -67,11 +67,12 @@ def summary_markdown(prediction) -> str:
     The county named with the point is the one containing it; the county distribution is the model's
     separate estimate, shown as its own table, and a disagreement between the two is said in words.
     """
-    town = str(geo.nearest_place(prediction.latitude, prediction.longitude))
-    top = list(prediction.county_probabilities.items())[:5]
+    town = as_text(geo.nearest_place(prediction.latitude, prediction.longitude))
+    county = as_text(prediction.county)  # names are shown as text, never as HTML or Markdown
+    top = [(as_text(name), p) for name, p in list(prediction.county_probabilities.items())[:5]]
     lines = [
         f"### {prediction.latitude:.4f}° N, {prediction.longitude:.4f}° E",
-        f"near **{town}** · in **{prediction.county}** county",
+        f"near **{town}** · in **{county}** county",
     ]
     expected = getattr(prediction, "expected_error_km", None)
     if expected is not None:
@@ -84,11 +85,11 @@ def summary_markdown(prediction) -> str:
         "|---|---:|",
         *[f"| {name} | {p:.1%} |" for name, p in top],
     ]
-    if top and top[0][0] != prediction.county:
+    if top and top[0][0] != county:
         lines += [
             "",
             f"⚠ The county estimate's first choice, **{top[0][0]}** ({top[0][1]:.0%}), is not the county "
-            f"containing the point (**{prediction.county}**): the two parts of the model disagree.",
+            f"containing the point (**{county}**): the two parts of the model disagree.",
         ]
     if prediction.headings:
         names = dict(zip(("0", "90", "180", "270"), ("North", "East", "South", "West")))
