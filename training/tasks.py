@@ -29,7 +29,9 @@ class _Task(L.LightningModule):
         backbone_weights: initial backbone weights as for geodemo.backbones.create_backbone."""
         super().__init__()
         self._frozen = None
-        self.save_hyperparameters()
+        # kept in the .ckpt (resume compares them), not written to the loggers: the model config lists every
+        # training location, and YAML-dumping 16k of them cost ~50 s before the first step
+        self.save_hyperparameters(logger=False)
         self.model_config = ModelConfig.from_dict(model_config)
         self.cfg = TrainConfig.from_dict(train_config)
         self.configure_models(backbone_weights)
