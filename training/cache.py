@@ -33,7 +33,7 @@ from geodemo.data import VIEW_HEADINGS, LocationDataset, build_transform, view_p
 from geodemo.images import load_rgb
 from geodemo.onnx_engine import engine_setting, module_backbone
 
-PREPROCESSING_VERSION = 1  # bump when geodemo.data's eval transform changes meaning
+PREPROCESSING_VERSION = 2  # bump when geodemo.data's eval transform changes (2: centre crop before resize)
 MIRROR_VIEWS = [0, 3, 2, 1]  # mirrored panorama: east <-> west (90 <-> 270)
 KINDS = ("plain", "mirror")
 STORE = "store-v2"
