@@ -333,12 +333,12 @@ def inner_mean_km(ctx: Context, ids, readout: Readout, probs: dict, mode: str) -
     return geo.haversine_km(truth["latitude"].to_numpy(float), truth["longitude"].to_numpy(float), lat, lon)
 
 
-def prior_method(ctx: Context, default_fitted, mode: str) -> tuple[dict, list]:
+def prior_method(ctx: Context, default_fitted, mode: str, betas=BETAS) -> tuple[dict, list]:
     """Geographic prior p ∝ p_head^(1/T) * prior^beta; beta and T by inner 4-fold CV per outer fold."""
     fs = ctx.features("lite0")
     recs, chosen = [], []
     for (tr, te), (task, mc, feats, out, readout) in zip(ctx.folds, default_fitted):
-        grid = {(b, t): [] for b in BETAS for t in TEMPS}
+        grid = {(b, t): [] for b in betas for t in TEMPS}
         for itr, ite in inner_folds(tr):
             itask, imc, ifeats = fit(ctx, fs, itr)
             iidx = ctx.index(ite)
@@ -565,6 +565,7 @@ METHOD_ORDER = [
     "lite0+lite1+lite2 averaged predictions",
     "geo prior beta=1",
     "geo prior (beta and T by inner CV)",
+    "temperature only (T by inner CV; beta=0)",
     "haversine tau 150 km (fixed)",
     "haversine tau 300 km (fixed)",
     "haversine tau by inner CV",
@@ -631,6 +632,7 @@ def run_methods(ctx: Context, mode: str, only: set, refit: bool) -> dict:
             "default",
             "geo prior (beta and T by inner CV)",
             "geo prior beta=1",
+            "temperature only (T by inner CV; beta=0)",
             "linear probe (L2 by inner CV)",
             "views: default",
             "lite0+lite1+lite2 averaged predictions",
@@ -676,6 +678,9 @@ def run_methods(ctx: Context, mode: str, only: set, refit: bool) -> dict:
     tuned = {  # name -> method returning (held-out records, values chosen per outer fold)
         "haversine tau by inner CV": lambda: tau_method(ctx, mode),
         "geo prior (beta and T by inner CV)": lambda: prior_method(ctx, fitted["default"], mode),
+        "temperature only (T by inner CV; beta=0)": lambda: prior_method(
+            ctx, fitted["default"], mode, (0.0,)
+        ),
         "linear probe (L2 by inner CV)": lambda: probe_method(ctx, fitted["default"], mode),
     }
     for name, method in tuned.items():
