@@ -2,7 +2,8 @@
 
 Source: ../shared/geo/globe_hr.npz (GLOBE 30" DEM, public domain; sea = 0 m). A pixel is painted when its
 elevation is above 0 m and its centre lies outside Croatia's outline; everything else stays transparent,
-so the map's sea colour and the vector counties show through. Run: .venv/bin/python scripts/make_neighbours_png.py
+so the map's sea colour and the vector counties show through.
+Run: .venv/bin/python scripts/make_neighbours_png.py
 """
 
 from pathlib import Path
@@ -31,8 +32,11 @@ def main() -> None:
     rgba = np.zeros((rows, cols, 4), np.uint8)
     rgba[land & ~croatia] = (*COLOUR, 255)
     Image.fromarray(rgba, "RGBA").save(OUT, optimize=True)
-    print(f"wrote {OUT} ({OUT.stat().st_size} bytes); bounds lat {lat[-1] - res / 2:.4f}..{lat[0] + res / 2:.4f}, "
-          f"lon {lon[0] - res / 2:.4f}..{lon[-1] + res / 2:.4f}")
+    print(
+        f"wrote {OUT} ({OUT.stat().st_size} bytes); "
+        f"bounds lat {lat[-1] - res / 2:.4f}..{lat[0] + res / 2:.4f}, "
+        f"lon {lon[0] - res / 2:.4f}..{lon[-1] + res / 2:.4f}"
+    )
 
 
 if __name__ == "__main__":
