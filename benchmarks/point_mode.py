@@ -32,6 +32,7 @@ from cv_accuracy import DEFAULT, RESULTS_DIR, SAMPLE, SEED, FeatureBank, K, fit_
 from geodemo import geo  # noqa: E402
 from geodemo.data import kfold_splits, read_locations  # noqa: E402
 from geodemo.readout import Readout  # noqa: E402
+from geodemo.readout import temper as tempered  # noqa: E402
 
 RAW = "weighted_mean (old default) as it was: not snapped, county = county head's top class"
 TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(4.0), 81))
@@ -48,13 +49,6 @@ def variants(readout: Readout) -> dict[str, tuple[Readout, str]]:
         "weighted_mean (old default), snapped to land": (readout, "weighted_mean"),
         "argmax cell": (readout, "argmax"),
     }
-
-
-def tempered(p: np.ndarray, t: float) -> np.ndarray:
-    """Cell probabilities at temperature t: softmax(logits / t) = p ** (1 / t), renormalised."""
-    z = np.log(np.clip(p, 1e-300, None)) / t
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
 
 
 def nll(p: np.ndarray, cell: np.ndarray, t: float) -> float:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from geodemo.geo import ASSETS_DIR, COUNTY_CODES
-from geodemo.model import ModelConfig, build_model
+from geodemo.model import TEMPERATURE_RANGE, ModelConfig, build_model
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -122,6 +122,8 @@ _SCHEMA = {
     "point_mode": (lambda v: isinstance(v, str), "a point mode name"),
     "weighted_centroids": (lambda v: isinstance(v, bool), "true or false"),
     "tta_flip": (lambda v: isinstance(v, bool), "true or false"),
+    "temperature": (lambda v: _is_number(v) and TEMPERATURE_RANGE[0] <= v <= TEMPERATURE_RANGE[1],
+                    f"a finite number from {TEMPERATURE_RANGE[0]} to {TEMPERATURE_RANGE[1]}"),
     "train_locations": (_train_locations_ok, "{} or uuid/latitude/longitude lists of one length, in degrees"),
 }
 

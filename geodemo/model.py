@@ -18,6 +18,7 @@ TASKS = ("geocell", "coords", "region", "heading")
 POINT_TASKS = ("geocell", "coords", "region")  # tasks a predicted point can come from
 FUSIONS = ("concat", "mean", "attention")
 POINT_MODES = ("min_expected_km", "weighted_mean", "argmax")  # see geodemo.readout
+TEMPERATURE_RANGE = (0.05, 20.0)  # allowed read-out temperatures of the geocell probabilities
 NUM_CARDINALS = 8  # heading classes N, NE, E, ... every 45 degrees
 
 
@@ -37,6 +38,8 @@ class ModelConfig:
             (probability-weighted centroid mean, EPSG:3765) or "argmax" cell (see geodemo.readout).
         weighted_centroids: use the cells' weighted centroids (mean of training points) vs plain centres.
         tta_flip: at inference also predict the mirrored panorama and average.
+        temperature: read-out temperature T of the geocell probabilities, p ∝ p ** (1 / T) (= softmax of
+            logits / T); T < 1 sharpens (geodemo.readout applies it). 1.0 = as trained (old checkpoints).
         train_locations: {"uuid": [...], "latitude": [...], "longitude": [...]} (degrees, 6 decimals) of the
             training locations: `evaluate` counts how many evaluated locations the model was trained on.
     """
@@ -60,6 +63,7 @@ class ModelConfig:
     point_mode: str = "min_expected_km"
     weighted_centroids: bool = True
     tta_flip: bool = False
+    temperature: float = 1.0
     train_locations: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     data_fingerprint: str = ""
@@ -86,6 +90,12 @@ class ModelConfig:
         if self.point_mode not in POINT_MODES:
             raise ValueError(
                 f"unknown point_mode {self.point_mode!r}; valid modes are: {', '.join(POINT_MODES)}"
+            )
+        if not (isinstance(self.temperature, (int, float)) and not isinstance(self.temperature, bool)
+                and TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1]):  # NaN fails too
+            raise ValueError(
+                f"temperature {self.temperature!r} is not a finite number from {TEMPERATURE_RANGE[0]} to "
+                f"{TEMPERATURE_RANGE[1]}; set 1.0 (as trained) or e.g. 0.6 with `train --temperature`"
             )
         if "geocell" in self.tasks and not self.cells:
             raise ValueError("the geocell task needs cells; build them with geodemo.cells.build_cells")

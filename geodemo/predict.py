@@ -276,7 +276,7 @@ class Predictor:
             expected = float(reading.expected_km[b])
             cell_p, top, argmax_cell = None, [], None
             if "geocell" in out:
-                cell_p = out["geocell"][b]
+                cell_p = reading.cell_p[b]  # at the checkpoint's read-out temperature
                 best = np.argsort(-cell_p, kind="stable")[:TOP_CELLS]
                 top = [
                     {

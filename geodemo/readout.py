@@ -12,6 +12,11 @@ Point modes (``ModelConfig.point_mode``):
 - ``argmax``: the centroid of the most probable cell.
 Every point, whatever the mode or head (coords regression too), is moved to the nearest point of Croatian
 land, so no mode returns a point outside the country.
+
+Temperature (``ModelConfig.temperature`` = T): ``read`` first sharpens (T < 1) or flattens the geocell
+probabilities, p ∝ p ** (1 / T) = softmax(logits / T), and everything after it (point, county sums, expected
+km, credible regions, ``Reading.cell_p``) uses the tempered ones. T < 1 fixes the haversine-smoothed head's
+under-confidence (BENCHMARKS.md, issues 8 and 13).
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ CANDIDATE_SPACING_KM = 5.0  # min_expected_km also tries a land grid this fine (
 CREDIBLE_MASSES = (0.5, 0.9)  # the credible regions shown and checked: smallest cell sets with this mass
 
 
+def temper(p: np.ndarray, t: float) -> np.ndarray:
+    """(B, C) probabilities at temperature t: p ** (1 / t) renormalised per row (= softmax(logits / t))."""
+    z = np.log(np.clip(p, 1e-300, None)) / t
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
 @dataclass
 class Reading:
     """What a batch of outputs says (B locations, C cells or counties, K counties).
@@ -46,7 +58,7 @@ class Reading:
         lat, lon: (B,) the point, degrees, always on Croatian land.
         county: (B,) column in ``Readout.codes`` of the county containing the point.
         county_p: (B, K) the county distribution: the region head's, else the cells' summed by county.
-        cell_p: (B, C) cell probabilities (None without a geocell head).
+        cell_p: (B, C) cell probabilities at the config's temperature (None without a geocell head).
         expected_km: (B,) the model's expected distance from its point to the truth, km (NaN for coords).
     """
 
@@ -62,7 +74,9 @@ class Readout:
     """Outputs -> point, county and uncertainty.
 
     Outputs are numpy arrays keyed like GeoModel's: 'geocell' (B, C) and 'region' (B, K) PROBABILITIES
-    (softmax already applied), 'coords' (B, 2) standardised EPSG:3765.
+    (softmax already applied), 'coords' (B, 2) standardised EPSG:3765. ``read`` takes the model's raw
+    probabilities and applies the temperature; ``expected_error_km`` and ``truth_in_region`` take read-out
+    ones (``Reading.cell_p``, already tempered).
     """
 
     def __init__(self, config: ModelConfig):
@@ -99,6 +113,7 @@ class Readout:
         mode = point_mode or self.config.point_mode
         if mode not in POINT_MODES:
             raise ValueError(f"unknown point mode {mode!r}; use one of {', '.join(POINT_MODES)}")
+        out = self.tempered(out)
         cell_p = out.get("geocell")
         if cell_p is not None:
             if mode == "argmax":
@@ -133,6 +148,12 @@ class Readout:
         """(lat, lon) (B,) degrees and county probabilities (B, K); see ``read``."""
         r = self.read(out, point_mode)
         return r.lat, r.lon, r.county_p
+
+    def tempered(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``out`` with its 'geocell' probabilities at the config's temperature (unchanged at T = 1)."""
+        if self.config.temperature == 1.0 or "geocell" not in out:
+            return out
+        return {**out, "geocell": temper(out["geocell"], self.config.temperature)}
 
     # ------------------------------------------------------------------ uncertainty
     def _distribution(self, out: dict[str, np.ndarray]):

@@ -130,6 +130,13 @@ def _add_train(sub) -> None:
         "truth; weighted_mean = probability-weighted mean of centroids; argmax = the most probable cell",
     )
     m.add_argument(
+        "--temperature",
+        type=float,
+        default=DEFAULTS.temperature,
+        help="geocell read-out temperature T stored in the checkpoint: probabilities p ** (1 / T), "
+        "renormalised; T < 1 sharpens (choose it by cross-validation: BENCHMARKS.md, issue 13)",
+    )
+    m.add_argument(
         "--plain-centroids",
         action="store_true",
         help="use clipped geometric cell centres instead of weighted (mean of training points)",
@@ -235,6 +242,7 @@ def _train(args) -> None:
         point_mode=args.point_mode,
         weighted_centroids=not args.plain_centroids,
         tta_flip=args.tta_flip,
+        temperature=args.temperature,
         cells=args.cells,
         grid_spacing_km=args.grid_spacing_km,
         max_epochs=args.max_epochs,
@@ -510,7 +518,12 @@ def _as_list(value) -> list:
 
 def _check_args(args) -> None:
     """Ranges of numeric arguments, paths that must exist, devices the machine has: UsageError (exit 2)."""
-    for key, (low, high) in RANGES.items():
+    ranges = dict(RANGES)
+    if getattr(args, "temperature", None) is not None:  # only train has it: geodemo.model imports torch
+        from geodemo.model import TEMPERATURE_RANGE
+
+        ranges["temperature"] = TEMPERATURE_RANGE
+    for key, (low, high) in ranges.items():
         value = getattr(args, key, None)
         if value is None:
             continue

@@ -33,6 +33,7 @@ class TrainConfig:
         True  # cell centroid = mean of training points (True) or clipped geometric centre
     )
     tta_flip: bool = False  # inference: also predict the mirrored panorama and average (ModelConfig.tta_flip)
+    temperature: float = 1.0  # geocell read-out temperature T (ModelConfig.temperature); < 1 sharpens
     # --- cells (geocell head)
     cells: str = "grid"  # "grid" (square EPSG:3765 grid) | "semantic" (county cells split where dense)
     grid_spacing_km: float = 50.0  # grid cell side in km
@@ -101,6 +102,13 @@ class TrainConfig:
 
         if self.point_mode not in POINT_MODES:
             raise ValueError(f"Unknown point mode {self.point_mode!r}; use one of {', '.join(POINT_MODES)}.")
+        from geodemo.model import TEMPERATURE_RANGE
+
+        if not TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1]:  # NaN fails too
+            raise ValueError(
+                f"temperature must be a number from {TEMPERATURE_RANGE[0]} to {TEMPERATURE_RANGE[1]}, got "
+                f"{self.temperature}; 1.0 reads the probabilities as trained."
+            )
         if "classify" in self.tasks and len(self.tasks) > 1:
             raise ValueError("The classify task cannot be combined with other heads.")
         return self

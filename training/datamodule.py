@@ -195,6 +195,7 @@ class GeoDataModule(L.LightningDataModule):
             point_mode=c.point_mode,
             weighted_centroids=c.weighted_centroids,
             tta_flip=c.tta_flip,
+            temperature=c.temperature,
             train_locations=train_locations(self.frames["train"]),
             training=c.to_dict(),
             data_fingerprint=data_fingerprint(self.data_dir),
