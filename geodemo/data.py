@@ -461,12 +461,17 @@ class LocationDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         """views (V, 3, H, W) float32, view_mask (V,) bool, cell/county int64 (), xy (2,), heading (V,)
         degrees (NaN where missing), tabular (T,), lat/lon float64 () degrees, uuid str."""
+        paths = view_paths(self.root, self.uuids[i])
+        return self.assemble(i, {v: load_rgb(path, min_side=self.image_size) for v, path in paths.items()})
+
+    def assemble(self, i: int, rgbs: dict) -> dict:
+        """The item of location i from its decoded views {view index: (H, W, 3) uint8 RGB}: transforms,
+        panorama mirror and targets (shared by the image folders and litdata chunks, training.streaming)."""
         size, n_views = self.image_size, len(VIEW_HEADINGS)
         views = torch.zeros(n_views, 3, size, size)
         mask = torch.zeros(n_views, dtype=torch.bool)
         mirror = self.hflip and bool(torch.rand(()) < 0.5)
-        for v, path in view_paths(self.root, self.uuids[i]).items():
-            rgb = load_rgb(path, min_side=size)
+        for v, rgb in rgbs.items():
             if mirror:
                 rgb = np.ascontiguousarray(rgb[:, ::-1])
                 v = (n_views - v) % n_views  # east <-> west: 90 <-> 270, 0 and 180 stay

@@ -436,10 +436,19 @@ def _export(args) -> None:
     print(json.dumps(export_onnx(args.checkpoint, args.out)))
 
 
+def _optimize(args) -> None:
+    from training.streaming import optimize_chunks
+
+    if args.out.exists():
+        raise UsageError(f"--out {args.out} already exists; pass a new folder for the chunks.")
+    meta = optimize_chunks(args.data, args.out, image_size=args.image_size, num_workers=args.num_workers)
+    print(json.dumps({"chunks": str(args.out), **{k: meta[k] for k in ("locations", "views", "image_size")}}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m training",
-        description="geodemo training: train, evaluate, predict, validate-data, export.",
+        description="geodemo training: train, evaluate, predict, validate-data, export, optimize.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
@@ -505,6 +514,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fail on warnings, e.g. locations with fewer than four views (allowed by default: "
         "the model handles 1-4 views)",
     )
+    o = sub.add_parser(
+        "optimize", help="write LUMEN folder(s) as litdata chunks of pre-resized views (train --data CHUNKS)"
+    )
+    o.add_argument("--data", required=True, type=Path, action="append",
+                   help="dataset folder (LUMEN layout); repeat it to combine several as train does")
+    o.add_argument("--out", required=True, type=Path, help="chunks folder to create (must not exist)")
+    o.add_argument("--image-size", type=int, default=224,
+                   help="short side of the stored views, px: at least the training input size")
+    o.add_argument("--num-workers", type=int, help="worker processes (default: one per usable core)")
     x = sub.add_parser("export", help="export a checkpoint's model to ONNX (views + view mask -> outputs)")
     x.add_argument("--checkpoint", type=Path, help=ckpt_help)
     x.add_argument("--format", default="onnx", choices=("onnx",), help="export format")
@@ -555,9 +573,15 @@ def _check_data(args) -> None:
     """Refuse a dataset with no locations or no images before anything runs (exit 1)."""
     from geodemo.data import read_usable
 
-    if args.command not in ("train", "evaluate", "predict"):
+    if args.command not in ("train", "evaluate", "predict", "optimize"):
         return
+    chunks = [p for p in _as_list(args.data) if (Path(p) / "index.json").is_file()]  # training.streaming
+    if chunks and (args.command != "train" or len(_as_list(args.data)) > 1):
+        raise UsageError(f"{chunks[0]} holds litdata chunks, which only `train` reads, as its one --data; "
+                         "combine folders when optimizing (optimize --data A --data B).")
     for path in _as_list(args.data):
+        if path in chunks:
+            continue
         if Path(path).is_dir() and (Path(path) / "data.csv").exists():  # else ImageFolder / archive
             read_usable(path)
 
@@ -580,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict": _predict,
         "validate-data": _validate,
         "export": _export,
+        "optimize": _optimize,
     }[args.command]
     try:
         _check_args(args)

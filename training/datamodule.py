@@ -31,6 +31,7 @@ from geodemo.data import (
 from geodemo.images import load_rgb
 from geodemo.model import ModelConfig
 from training import cache as emb
+from training import streaming
 from training.config import TrainConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -40,7 +41,7 @@ def data_fingerprint(root) -> str:
     """sha256 over data.csv bytes and the sorted list of image files (relative path + size)."""
     root = Path(root)
     digest = hashlib.sha256((root / "data.csv").read_bytes())
-    folder = images_dir(root)
+    folder = root if streaming.is_chunks(root) else images_dir(root)  # chunks: every chunk file
     files = []  # (relative path parts, bytes): os.walk, ~4x faster than Path.rglob at 16k locations
     for top, _, names in os.walk(folder):
         rel = Path(top).relative_to(folder).parts
@@ -84,7 +85,7 @@ def seed_worker(worker_id: int) -> None:
     seed = info.seed % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    transform = getattr(info.dataset, "transform", None)
+    transform = getattr(getattr(info.dataset, "location_dataset", info.dataset), "transform", None)  # chunks
     if hasattr(transform, "set_random_seed"):
         transform.set_random_seed(seed)
 
@@ -162,7 +163,9 @@ class GeoDataModule(L.LightningDataModule):
         self.image_size, self.mean, self.std = resolve_image_size(cfg)
         # frozen epochs (all, or those before unfreeze_epoch) train on cached features, later ones on images
         frozen_epochs = cfg.max_epochs if cfg.frozen_throughout else cfg.unfreeze_epoch
-        self.cache_epochs = frozen_epochs if cfg.cache else 0
+        # litdata chunks (training.streaming) hold no image files to embed: every epoch streams them
+        self.chunks = streaming.is_chunks(self.data_dir)
+        self.cache_epochs = frozen_epochs if cfg.cache and not self.chunks else 0
         self.use_cache = self.cache_epochs > 0
         self.switches_to_images = self.use_cache and self.cache_epochs < cfg.max_epochs  # reload loaders then
         self.image_datasets: dict[str, Dataset] = {}
@@ -255,6 +258,10 @@ class GeoDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val"):
             base = self.image_datasets[split] = self._base(split)
+            if self.chunks:
+                self.image_datasets[split] = streaming.chunk_dataset(
+                    self.data_dir, base, shuffle=split == "train", seed=self.cfg.seed
+                )
             if self.use_cache and len(self.frames[split]):  # val may be empty (val_fraction 0)
                 bank = emb.FeatureBank(self._keys(self.frames[split]), self.cache, mirror=base.hflip)
                 base = emb.CachedLocationDataset(base, bank, bank.mask, hflip=base.hflip)
@@ -268,6 +275,9 @@ class GeoDataModule(L.LightningDataModule):
         dataset = self.datasets[split] if cached else self.image_datasets[split]
         # cached features are memory-mapped: worker processes would only add start-up cost
         workers = 0 if cached else loader_workers(self.cfg.num_workers)
+        pin_memory = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        if self.chunks:  # litdata shards by rank and worker and shuffles by (seed, epoch) itself
+            return streaming.chunk_loader(dataset, self.cfg.batch_size, workers, pin_memory, seed_worker)
         sampler = None
         if split == "train" and (trainer is None or trainer.world_size == 1):
             # DistributedSampler already shuffles by (seed, epoch); alone, EpochShuffle does the same
@@ -283,7 +293,7 @@ class GeoDataModule(L.LightningDataModule):
             persistent_workers=workers > 0 and split != "train",
             worker_init_fn=seed_worker,
             generator=sampler.generator if sampler is not None else None,
-            pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
+            pin_memory=pin_memory,
             drop_last=False,
         )
 

@@ -372,8 +372,9 @@ def train(
             found["cache"] = dict(dm.cache_stats, used=dm.use_cache)
         model_config.metrics = found
         save_checkpoint(task.model, model_config, out_dir)
-        if set(model_config.tasks) & {"geocell", "coords", "region"}:  # a point model: store the training
-            from geodemo.retrieval import index_checkpoint  # locations' embeddings (neighbours, kNN vote)
+        # a point model: store the training locations' embeddings (not from litdata chunks: no image files)
+        if set(model_config.tasks) & {"geocell", "coords", "region"} and not getattr(dm, "chunks", False):
+            from geodemo.retrieval import index_checkpoint  # (neighbours, kNN vote)
 
             index_checkpoint(out_dir, data_dir, dm.frames["train"]["uuid"], model_config.data_fingerprint)
         progress.write(stage="done", fraction=1.0, done=True, metrics=found)
