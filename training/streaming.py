@@ -5,7 +5,7 @@ slot N/E/S/W, resized so its short side is the training size; ``b""`` where the 
 ``view_mask`` (4,) uint8. Beside litdata's ``index.json`` and chunk files the folder holds ``data.csv``
 (one row per item, in item order: splits, cells and targets come from it as from a LUMEN folder) and
 ``chunks.json`` (stored image size, counts, source folders).
-DDP ranks on several machines then stream disjoint shards from local disk or object storage.
+DDP ranks on several machines then stream disjoint shards (local disk or a shared file system).
 """
 
 from __future__ import annotations
