@@ -220,12 +220,19 @@ def _start_job(pg, name: str) -> None:
     pg.click("#train-start")
 
 
-def test_two_jobs_reload_find_and_cancel_the_running_one(page, app_server):
+def test_two_jobs_reload_find_and_cancel_the_running_one(page, app_server, sample_dir):
     """Start two jobs; after a reload the table lists both, the running one is found and cancelled."""
+    from geodemo.labels import LabelStore
+
     manager = app_server.demo.geodemo_jobs
+    store = LabelStore(app_server.settings.labels_dir)
+    if store.count() == 0:  # "my labels" needs one label to train on (the label tests may not have run)
+        uid = read_locations(sample_dir).uuid.iloc[5]
+        store.add(dict(zip((0, 90, 180, 270), view_paths(sample_dir, uid).values())), 45.8, 15.98)
     page.get_by_role("tab", name="Train").click()
     _pick(page, "train-backbone", "test_efficientnet")
     page.locator("#train-datasets label", has_text="LUMEN sample").click()
+    page.locator("#train-datasets label", has_text="my labels").click()  # sample + my labels
     page.locator("#train-datasets label", has_text="bundled examples").click()  # untick the default
     _pick(page, "train-accelerator", "cpu")
     for elem_id, value in (("train-epochs", 300), ("train-image-size", 64), ("train-batch-size", 4),
@@ -236,6 +243,7 @@ def test_two_jobs_reload_find_and_cancel_the_running_one(page, app_server):
     _start_job(page, "browser-run")
     _wait(lambda: job_box.input_value() != "", what="the first job id")
     first = job_box.input_value()
+    assert manager.get(first).args.count("--data") == 2  # trains on the sample and my labels together
     _wait(lambda: status.input_value() == "running", what="the first job to run")
     _start_job(page, "browser-run")  # the name is taken from submission on
     page.locator(".toast-body", has_text="already exists").first.wait_for()

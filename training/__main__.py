@@ -373,7 +373,7 @@ def _predict(args) -> None:
     if args.panorama:
         return _predict_panoramas(args, checkpoint)
     if args.data is None:
-        raise ValueError("predict needs --data DIR (a dataset folder) or --panorama FILE (a 360° image)")
+        raise UsageError("predict needs --data DIR (a dataset folder) or --panorama FILE (a 360° image)")
     if read_config(checkpoint).tasks == ["classify"]:
         table = predict_images(checkpoint, args.data)
     else:
