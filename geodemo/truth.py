@@ -12,6 +12,7 @@ import numpy as np
 import shapely
 from PIL import Image, UnidentifiedImageError
 
+from geodemo import labels
 from geodemo.geo import to_3765
 
 OVERLAP_KM = 0.01  # a location within 10 m of a training location counts as seen in training
@@ -23,20 +24,18 @@ _LAT, _LAT_REF, _LON, _LON_REF = 2, 1, 4, 3  # GPSLatitude, GPSLatitudeRef, GPSL
 def parse_degrees(text, name: str = "latitude") -> float | None:
     """A typed coordinate -> degrees; '' or None -> None. Accepts '45.81', '45,81' and a trailing '°'.
 
+    The number itself is read by ``geodemo.labels.parse_degrees`` (the Label tab's rule), so both tabs accept
+    the same input.
+
     Raises:
         ValueError: not a number, or outside -90..90 (latitude) / -180..180 (longitude).
     """
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
-    raw = str(text).strip().rstrip("°").strip().replace(",", ".")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(
-            f"The true {name} {text!r} is not a number; type degrees such as 45.81 or 45,81."
-        ) from None
+    raw = text.strip().rstrip("°").strip() if isinstance(text, str) else text
+    value = labels.parse_degrees(raw, f"true {name}")
     lo, hi = LAT_RANGE if name == "latitude" else LON_RANGE
-    if not math.isfinite(value) or not lo <= value <= hi:
+    if not lo <= value <= hi:
         raise ValueError(f"The true {name} {value:g} is outside {lo:g}..{hi:g} degrees; check the number.")
     return value
 
