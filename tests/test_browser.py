@@ -235,8 +235,10 @@ def test_two_jobs_reload_find_and_cancel_the_running_one(page, app_server, sampl
     page.locator("#train-datasets label", has_text="my labels").click()  # sample + my labels
     page.locator("#train-datasets label", has_text="bundled examples").click()  # untick the default
     _pick(page, "train-accelerator", "cpu")
-    for elem_id, value in (("train-epochs", 300), ("train-image-size", 64), ("train-batch-size", 4),
-                           ("train-limit", 1)):
+    # long enough (500 epochs of every batch) that the first job is still running after the reload below,
+    # even on a warm embedding cache; both jobs are cancelled
+    for elem_id, value in (("train-epochs", 500), ("train-image-size", 64), ("train-batch-size", 4),
+                           ("train-limit", 0)):
         _fill(page, elem_id, value)
     job_box = page.locator("#train-job textarea, #train-job input").first
     status = page.locator("#train-status input, #train-status textarea").first

@@ -175,6 +175,12 @@ def build(settings: Settings) -> dict:
     @user_errors
     def show_truth(prediction, lat_text, lon_text, checkpoint):
         """The truth fields changed: redraw the map with the truth and say the error."""
+        if bool((lat_text or "").strip()) != bool((lon_text or "").strip()):
+            # half typed (the first field lost focus): a hint beside the map, not an error toast
+            hint = "Enter the other true coordinate too to see the error in km."
+            if prediction is None:
+                return gr.skip(), hint
+            return result_figure(Predictor.load(checkpoint), prediction, None), hint
         truth = parse_truth(lat_text, lon_text)
         if prediction is None:
             return gr.skip(), truth_markdown(None, None, truth)
