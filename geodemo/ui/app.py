@@ -21,7 +21,8 @@ HEADER = (
     "train and evaluate models — all offline."
 )
 FOOTER = (
-    "<small>Map data © OpenStreetMap contributors (ODbL) · Made with Natural Earth · GeoNames (CC BY 4.0). "
+    "<small>Map data © OpenStreetMap contributors (ODbL) · Made with Natural Earth · GeoNames (CC BY 4.0) · "
+    "Elevation: GLOBE Task Team et al. 1999, NOAA NGDC. "
     "Example imagery © Google (LUMEN 2022 public sample).</small>"
 )
 
