@@ -105,6 +105,8 @@ def test_neighbours_on_the_map_with_their_photos(page, browser, app_server, samp
     assert "not the answer" in page.locator("#predict-neighbours-caption").inner_text()
     assert "cosine" in page.locator("#predict-neighbours").inner_text()
     _shot(page, "neighbours")
+    page.click("#predict-clear")  # Clear takes the neighbours away with the rest of the result
+    page.locator("#predict-neighbours").wait_for(state="hidden")
     _mobile_shot(browser, app_server.url, "neighbours-390", lambda p: _predict_with_neighbours(p, sample_dir))
 
 

@@ -204,7 +204,8 @@ def build(settings: Settings) -> dict:
 
     def cleared_outputs():
         """Empty results (after an error, so no stale answer stays next to new inputs, or on Clear)."""
-        return maps.empty_map(), EMPTY_SUMMARY, "", gr.update(value=[], visible=False), None, None
+        empty = (maps.empty_map(), EMPTY_SUMMARY, "", gr.update(value=[], visible=False), None, None)
+        return (*empty, *show_neighbours(None))  # the neighbours panel goes too
 
     @user_errors
     def upload_checkpoint(files, name):
@@ -279,7 +280,7 @@ def build(settings: Settings) -> dict:
                 upload_button = gr.Button("Validate and add")
 
     prediction_state = gr.State(None)
-    results = [figure, summary, truth_result, cams, result, prediction_state]
+    results = [figure, summary, truth_result, cams, result, prediction_state, *neighbour_outputs]
     truth_inputs = [prediction_state, truth_lat, truth_lon, checkpoint_state]
     checkpoint.change(lambda c: c, checkpoint, checkpoint_state, api_visibility="private")
     predicted = button.click(
