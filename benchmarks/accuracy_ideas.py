@@ -33,12 +33,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cv_accuracy import DEFAULT, PRIOR, RESULTS_DIR, SAMPLE, SEED, K  # noqa: E402
+from cv_accuracy import DEFAULT, PRIOR, RESULTS_DIR, SAMPLE, SEED, K, sample_frame  # noqa: E402
 from idea_features import VARIANTS, load, tiles  # noqa: E402
 
 from geodemo import geo  # noqa: E402
 from geodemo.backbones import create_backbone  # noqa: E402
-from geodemo.data import VIEW_HEADINGS, kfold_splits, read_locations  # noqa: E402
+from geodemo.data import VIEW_HEADINGS, kfold_splits  # noqa: E402
 from geodemo.model import POINT_MODES, get_head  # noqa: E402
 from geodemo.readout import Readout  # noqa: E402
 from training import cache as emb  # noqa: E402
@@ -136,8 +136,7 @@ class Context:
     """The sample, its folds and feature sets (loaded lazily)."""
 
     def __init__(self):
-        frame = read_locations(SAMPLE)
-        frame[["latitude", "longitude"]] = frame[["latitude", "longitude"]].astype(float)
+        frame = sample_frame()
         self.frame = frame
         self.row = {u: i for i, u in enumerate(frame["uuid"])}
         self.folds = kfold_splits(frame["uuid"], k=K, seed=SEED)

@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 from _common import write_result
-from cv_accuracy import SAMPLE, SEED, SHIPPED, FeatureBank, K, fit_heads, head_outputs
+from cv_accuracy import SEED, SHIPPED, FeatureBank, K, fit_heads, head_outputs, sample_frame
 
 from geodemo import geo
-from geodemo.data import kfold_splits, read_locations
+from geodemo.data import kfold_splits
 from geodemo.readout import Readout
 
 START, STEP, ROUNDS = 20, 10, 3
@@ -30,8 +30,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="random starts per fold (3 in the protocol)")
     seeds = tuple(range(parser.parse_args().seeds))
     start_time = time.perf_counter()
-    frame = read_locations(SAMPLE)
-    frame[["latitude", "longitude"]] = frame[["latitude", "longitude"]].astype(float)
+    frame = sample_frame()
     truth = frame.set_index("uuid")
     bank = FeatureBank(SHIPPED.backbone, frame)
     folds = kfold_splits(frame["uuid"], k=K, seed=SEED)

@@ -103,6 +103,13 @@ def ablations(default: TrainConfig) -> dict[str, dict]:
 
 
 # ----------------------------------------------------------------------------------------- features
+def sample_frame() -> pd.DataFrame:
+    """The sample's locations with float coordinates: the table every CV script starts from."""
+    frame = read_locations(SAMPLE)
+    frame[["latitude", "longitude"]] = frame[["latitude", "longitude"]].astype(float)
+    return frame
+
+
 class FeatureBank:
     """Cached per-view embeddings of every sample location for one backbone.
 
@@ -458,8 +465,7 @@ def main() -> None:
         return
     torch.manual_seed(SEED)
     start = time.perf_counter()
-    frame = read_locations(SAMPLE)
-    frame[["latitude", "longitude"]] = frame[["latitude", "longitude"]].astype(float)
+    frame = sample_frame()
     folds = kfold_splits(frame["uuid"], k=K, seed=SEED)
     banks: dict[str, FeatureBank] = {}
 

@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 from _common import write_result
-from cv_accuracy import DEFAULT, SAMPLE, SEED, FeatureBank, K, _pooled, fit_heads, head_outputs
+from cv_accuracy import DEFAULT, SEED, FeatureBank, K, _pooled, fit_heads, head_outputs, sample_frame
 
 from geodemo import geo
 from geodemo.cells import CellSet
-from geodemo.data import kfold_splits, read_locations
+from geodemo.data import kfold_splits
 from geodemo.readout import Readout
 from geodemo.retrieval import K as NEIGHBOURS
 from geodemo.retrieval import build_index, knn_vote, mix
@@ -28,8 +28,7 @@ WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 def main() -> None:
     start = time.perf_counter()
-    frame = read_locations(SAMPLE)
-    frame[["latitude", "longitude"]] = frame[["latitude", "longitude"]].astype(float)
+    frame = sample_frame()
     truth = frame.set_index("uuid")
     bank = FeatureBank(DEFAULT.backbone, frame)
     folds = kfold_splits(frame["uuid"], k=K, seed=SEED)

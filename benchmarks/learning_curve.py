@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 from cv_accuracy import (
     RESULTS_DIR,
-    SAMPLE,
     SEED,
     SHIPPED,
     FeatureBank,
@@ -28,10 +27,11 @@ from cv_accuracy import (
     fit_heads,
     mean_coordinate,
     predict_heads,
+    sample_frame,
     score,
 )
 
-from geodemo.data import kfold_splits, read_locations
+from geodemo.data import kfold_splits
 
 TARGETS = {"1k": 1_000, "16k": 16_000}  # training locations: a labelled extension; a full LUMEN-size run
 
@@ -52,8 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    frame = read_locations(SAMPLE)
-    frame[["latitude", "longitude"]] = frame[["latitude", "longitude"]].astype(float)
+    frame = sample_frame()
     folds = kfold_splits(frame["uuid"], k=K, seed=SEED)
     bank = FeatureBank(SHIPPED.backbone, frame)
     sizes = [int(s) for s in args.sizes.split(",")]
