@@ -32,11 +32,15 @@ PREDICT_CONTRACT = frozenset(
 def sample_dir() -> Path:
     """The real LUMEN sample: 100 locations x 4 views (read-only: copy before breaking it)."""
     if not (SAMPLE_DIR / "data.csv").exists():
-        pytest.fail(f"the real sample data is missing at {SAMPLE_DIR}")
+        pytest.fail(f"the real sample data is missing at {SAMPLE_DIR}; fetch it with "
+                    f"`python scripts/fetch_sample.py --out {SAMPLE_DIR}` (needs internet)")
     return SAMPLE_DIR
 
 
 @pytest.fixture(scope="session")
 def prior_csv() -> Path:
     """4,732 real Street View coordinates used as the cell prior."""
+    if not PRIOR_CSV.is_file():
+        pytest.fail(f"the coordinate prior is missing at {PRIOR_CSV}; "
+                    "see README.md, 'Where the data comes from'")
     return PRIOR_CSV
