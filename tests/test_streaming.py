@@ -85,3 +85,22 @@ def test_chunks_that_are_too_small_or_combined_are_refused(chunks, source, tmp_p
     frame = read_locations(source)
     with pytest.raises(ValueError, match="rerun `optimize` with --image-size 96"):
         chunk_dataset(chunks, LocationDataset(chunks, frame, 96, MEAN, STD), False, 0)
+
+
+def test_train_from_chunks_in_object_storage(chunks, tmp_path):
+    """A storage URL (litdata's `local:` scheme stands in for s3://): metadata copied, chunks streamed."""
+    ckpt, cache = tmp_path / "ckpt", tmp_path / "cache"
+    r = cli("train", "--task", "multi", "--data", f"local:{chunks}", "--out", ckpt, "--backbone",
+            "test_efficientnet", "--image-size", SIZE, "--max-epochs", 1, "--batch-size", 4,
+            "--num-workers", 0, "--no-progress-bar", "--cache-dir", cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((ckpt / "config.json").read_text())["metrics"]
+    assert metrics["train_locations"] + metrics["val_locations"] == 8 and metrics["loss"] > 0
+    (meta,) = [p for p in (cache / "remote-chunks").iterdir() if (p / streaming.REMOTE).is_file()]
+    assert json.loads((meta / streaming.REMOTE).read_text()) == {"url": f"local:{chunks}"}
+    assert (meta / "data.csv").read_bytes() == (chunks / "data.csv").read_bytes()
+    assert list(meta.with_name(meta.name + "-cache").rglob("chunk-*.bin"))  # streamed into the local cache
+    missing = cli("train", "--task", "multi", "--data", f"local:{tmp_path / 'nowhere'}",
+                  "--out", tmp_path / "x", "--backbone", "test_efficientnet", "--cache-dir", cache)
+    assert missing.returncode == 1 and "could not read" in missing.stderr
+    assert "Traceback" not in missing.stderr

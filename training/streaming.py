@@ -5,11 +5,15 @@ slot N/E/S/W, resized so its short side is the training size; ``b""`` where the 
 ``view_mask`` (4,) uint8. Beside litdata's ``index.json`` and chunk files the folder holds ``data.csv``
 (one row per item, in item order: splits, cells and targets come from it as from a LUMEN folder) and
 ``chunks.json`` (stored image size, counts, source folders).
-DDP ranks on several machines then stream disjoint shards (local disk or a shared file system).
+DDP ranks on several machines then stream disjoint shards from local disk, a shared file system or object
+storage: ``train --data s3://bucket/chunks`` (also ``gs://``, ``azure://``, ``r2://``, ``hf://``; litdata's
+downloaders and their credentials) copies the three small metadata files into a local folder
+(``remote_chunks``) and streams the chunk files on demand into a local cache beside them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -28,11 +32,61 @@ from geodemo.images import load_rgb
 
 META = "chunks.json"
 JPEG_QUALITY = 95
+REMOTE = "remote.json"  # in a local metadata folder of chunks kept in object storage: {"url": ...}
+REMOTE_PREFIXES = ("s3://", "gs://", "azure://", "r2://", "hf://", "local:")  # litdata's downloaders
 
 
 def is_chunks(path) -> bool:
     """True if ``path`` is a folder litdata wrote (it holds ``index.json``)."""
     return (Path(path) / "index.json").is_file()
+
+
+def is_remote(path) -> bool:
+    """True if ``path`` names chunks in object storage (a litdata URL such as ``s3://bucket/chunks``)."""
+    return str(path).startswith(REMOTE_PREFIXES)
+
+
+def remote_chunks(url: str, cache_root) -> Path:
+    """A local folder standing for the chunks at ``url``: their index, data.csv and chunks.json, copied once.
+
+    The chunk files themselves stream on demand into ``<folder>-cache`` while training (litdata).
+
+    Raises:
+        DatasetError: the metadata cannot be downloaded (no such folder, no credentials, no network).
+    """
+    from litdata.streaming.downloader import get_downloader
+
+    url = url.rstrip("/")
+    local = Path(cache_root) / "remote-chunks" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    if (local / REMOTE).is_file():
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{local.name}.", dir=local.parent))
+    try:
+        downloader = get_downloader(url, str(work), [])
+        for name in ("index.json", META, "data.csv"):
+            try:
+                downloader.download_file(f"{url}/{name}", str(work / name))
+            except Exception as exc:  # noqa: BLE001 (each backend raises its own kinds)
+                raise DatasetError(f"could not read {url}/{name} ({type(exc).__name__}: {exc}); check the "
+                                   "URL, your storage credentials, and that `optimize` wrote it.") from None
+        (work / REMOTE).write_text(json.dumps({"url": url}))
+        os.replace(work, local)
+    except OSError:
+        if not (local / REMOTE).is_file():  # another process won the race: its copy is as good
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return local
+
+
+def _source(chunks) -> dict:
+    """litdata's ``input_dir`` (and ``cache_dir`` for chunks in object storage) of a chunks folder."""
+    remote = Path(chunks) / REMOTE
+    if remote.is_file():
+        cache = Path(chunks).with_name(Path(chunks).name + "-cache")  # outside: keeps the fingerprint
+        return {"input_dir": json.loads(remote.read_text())["url"], "cache_dir": str(cache)}
+    return {"input_dir": str(chunks)}
 
 
 def resize_short_side(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -124,7 +178,7 @@ def _dataset(chunks, **kwargs):
     if any("pickle" in str(f) for f in formats):
         raise DatasetError(f"{chunks} stores pickled items, which geodemo never loads; "
                            "write the chunks with `python -m training optimize`.")
-    return litdata.StreamingDataset(str(chunks), **kwargs)
+    return litdata.StreamingDataset(**_source(chunks), **kwargs)
 
 
 def item_uuids(chunks) -> list[str]:
@@ -181,7 +235,7 @@ def chunk_dataset(chunks, base, shuffle: bool, seed: int):
     _dataset(chunks)  # refuses pickled formats before anything is read
     if hasattr(base.transform, "set_random_seed"):  # num_workers 0: seeded here; workers by seed_worker
         base.transform.set_random_seed(seed)
-    dataset = LocationChunks(str(chunks), shuffle=shuffle, seed=seed)
+    dataset = LocationChunks(**_source(chunks), shuffle=shuffle, seed=seed)
     dataset.location_dataset, dataset.rows = base, {u: i for i, u in enumerate(base.uuids)}
     return dataset.subset(sorted(order[u] for u in base.uuids))
 
