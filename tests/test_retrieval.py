@@ -136,3 +136,31 @@ def test_bundled_checkpoint_has_an_index_of_its_training_data_and_fits_25_mb(sam
     index = load_index(DEFAULT_CHECKPOINT)
     assert index is not None and set(index.uuids) == set(read_locations(sample_dir).uuid.astype(str))
     assert sum(f.stat().st_size for f in DEFAULT_CHECKPOINT.iterdir()) < 25 * 2**20
+
+
+def test_a_frozen_cached_run_indexes_from_its_features_not_the_images(sample_dir, tmp_path, monkeypatch):
+    """The index of a run that trained on cached features only is fused from those features (no second pass
+    over the images) and matches what embedding the images with the finished checkpoint gives."""
+    from test_training_cli import tiny_copy
+
+    from training.config import TrainConfig
+    from training.fit import train
+
+    data = tiny_copy(sample_dir, tmp_path / "data", n=6)
+    cfg = TrainConfig(tasks=["geocell"], backbone="test_efficientnet", weights="none", image_size=64,
+                      max_epochs=1, batch_size=2, num_workers=0, val_fraction=0.0)
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the images were embedded again")
+
+    monkeypatch.setattr(retrieval, "index_checkpoint", no_second_pass)
+    out = train(data, tmp_path / "ckpt", cfg, enable_progress_bar=False, cache_dir=tmp_path / "cache")
+    fused = load_index(out)
+    monkeypatch.undo()
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    retrieval.index_checkpoint(again, data, fused.uuids)
+    embedded = load_index(again)
+    assert fused.uuids == embedded.uuids == read_locations(data)["uuid"].tolist()
+    cosine = (fused.embeddings.astype(np.float32) * embedded.embeddings.astype(np.float32)).sum(1)
+    assert cosine.min() > 0.99
