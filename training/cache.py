@@ -21,6 +21,7 @@ import os
 import time
 import uuid as uuidlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -275,9 +276,9 @@ class _ViewCrops(Dataset):
 
 
 def _normalise(crops: torch.Tensor, mean, std) -> torch.Tensor:
-    """(B, 3, S, S) uint8 -> float32 (x / 255 - mean) / std."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
+    """(B, 3, S, S) uint8 -> float32 (x / 255 - mean) / std, on the crops' device."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=crops.device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=crops.device).view(1, 3, 1, 1)
     return crops.float() * scale + shift
 
 
@@ -309,6 +310,109 @@ def measure_batch_size(embed, size: int, candidates=BATCH_CANDIDATES) -> int:
     return best
 
 
+@dataclass
+class FillPlan:
+    """The views a cache fill has to embed: each missing file content once.
+
+    Attributes:
+        keys, paths: per view to embed, its cache key and one file holding that content.
+        plain, mirror: per view, whether its plain / mirrored embedding is missing.
+        locations: rows with anything to embed. duplicates: missing views skipped as repeated content.
+    """
+
+    keys: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    plain: list[bool] = field(default_factory=list)
+    mirror: list[bool] = field(default_factory=list)
+    locations: int = 0
+    duplicates: int = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def plan_fill(cache: EmbeddingCache, root, frame: pd.DataFrame, keys: list[dict], mirror=True,
+              plan: FillPlan | None = None) -> FillPlan:
+    """What is missing from ``cache`` for ``frame``'s rows (``keys`` from ``location_keys``).
+
+    Args:
+        mirror: also the view flipped left-right: a bool, or one bool per row of ``frame``.
+        plan: a plan to extend (several dataset folders filled as one: content shared between them once).
+    """
+    plan = FillPlan() if plan is None else plan
+    cache.refresh()
+    mirrors = (
+        [bool(mirror)] * len(keys) if isinstance(mirror, (bool, np.bool_)) else [bool(m) for m in mirror]
+    )
+    where = {key: j for j, key in enumerate(plan.keys)}
+    for i, (uuid, k) in enumerate(zip(frame["uuid"], keys)):
+        paths, touched = None, False
+        for v, key in k.items():
+            wanted = [kind for kind, need in zip(KINDS, (True, mirrors[i])) if need]
+            missing = [kind for kind in wanted if not cache.has(key, kind)]
+            if not missing:
+                continue
+            touched = True
+            if key in where:  # the same content under another path (or view): embedded once
+                plan.duplicates += 1
+                j = where[key]
+                plan.plain[j] |= "plain" in missing
+                plan.mirror[j] |= "mirror" in missing
+                continue
+            paths = paths or view_paths(root, uuid)
+            where[key] = len(plan.keys)
+            plan.keys.append(key)
+            plan.paths.append(paths[v])
+            plan.plain.append("plain" in missing)
+            plan.mirror.append("mirror" in missing)
+        plan.locations += touched
+    return plan
+
+
+def embed_crops(embed, crops: torch.Tensor, plain, mirror, mean, std) -> dict[str, tuple[list, np.ndarray]]:
+    """One batch of crops -> {kind: (positions in the batch, (n, D) features)} for the kinds wanted.
+
+    Args:
+        embed: images (N, 3, S, S) float -> (N, D) numpy (``_embedder``).
+        crops: (B, 3, S, S) uint8 (``_ViewCrops``). plain, mirror: B bools, which rows need which kind.
+    """
+    out = {}
+    for kind, wanted in (("plain", plain), ("mirror", mirror)):
+        sel = [j for j, need in enumerate(wanted) if need]
+        if sel:
+            images = crops[sel].flip(-1) if kind == "mirror" else crops[sel]  # flip = left-right
+            out[kind] = (sel, embed(_normalise(images, mean, std)))
+    return out
+
+
+class ShardWriter:
+    """Collects embedded rows per kind and stores them with ``EmbeddingCache.put_many`` every ~32 MB."""
+
+    def __init__(self, cache: EmbeddingCache, flush_rows: int | None = None):
+        self.cache, self.flush_rows = cache, flush_rows
+        self.pending = {kind: ([], []) for kind in KINDS}  # kind -> (keys, arrays)
+        self.written = 0  # rows stored so far
+
+    def add(self, kind: str, keys: list[str], feats: np.ndarray) -> None:
+        ks, arrays = self.pending[kind]
+        ks.extend(keys)
+        arrays.append(feats)
+        if len(ks) >= (self.flush_rows or max(256, FLUSH_BYTES // (4 * feats.shape[1]))):
+            self._flush(kind)
+
+    def _flush(self, kind: str) -> None:
+        ks, arrays = self.pending[kind]
+        if ks:
+            self.cache.put_many(ks, kind, np.concatenate(arrays))
+            self.written += len(ks)
+        self.pending[kind] = ([], [])
+
+    def close(self) -> None:
+        """Store whatever is still pending."""
+        for kind in KINDS:
+            self._flush(kind)
+
+
 @torch.inference_mode()
 def fill_cache(
     model,
@@ -326,8 +430,11 @@ def fill_cache(
     workers: int | None = None,
     engine: str | None = None,
     flush_rows: int | None = None,
+    plan: FillPlan | None = None,
 ) -> dict:
-    """Embed every view not yet cached, each distinct file content once.
+    """Embed every view not yet cached, each distinct file content once, in this process.
+
+    (``training.distributed.embed_datasets`` runs the same plan through Lightning's predict loop.)
 
     Args:
         model: a GeoModel; only ``model.backbone`` runs (in eval mode), on ONNX Runtime on CPU where it can.
@@ -339,86 +446,55 @@ def fill_cache(
         workers: decode processes (default: all cores but one); 0 decodes in this process.
         engine: "onnx" | "torch" | None (= GEODEMO_ENGINE).
         flush_rows: rows per written shard (default ~32 MB).
+        plan: a ready ``plan_fill`` (then ``root``, ``frame`` and ``keys`` are not read).
 
     Returns:
         {"embedded": locations with anything embedded, "views": files embedded, "duplicates": cached views
         skipped as repeated content, "seconds", "views_per_s", "locations_per_s", "engine", "batch_size"}.
     """
     start = time.perf_counter()
-    cache.refresh()
-    mirrors = (
-        [bool(mirror)] * len(keys) if isinstance(mirror, (bool, np.bool_)) else [bool(m) for m in mirror]
-    )
-    work: dict[str, list] = {}  # key -> [path, needs plain, needs mirror]
-    touched, duplicates = set(), 0
-    for i, (uuid, k) in enumerate(zip(frame["uuid"], keys)):
-        paths = None
-        for v, key in k.items():
-            kinds = [kind for kind, need in zip(KINDS, (True, mirrors[i])) if need]
-            missing = [kind for kind in kinds if not cache.has(key, kind)]
-            if not missing:
-                continue
-            touched.add(i)
-            if key in work:  # the same content under another path (or view): embedded once
-                duplicates += 1
-                work[key][1] |= "plain" in missing
-                work[key][2] |= "mirror" in missing
-                continue
-            paths = paths or view_paths(root, uuid)
-            work[key] = [paths[v], "plain" in missing, "mirror" in missing]
+    plan = plan_fill(cache, root, frame, keys, mirror) if plan is None else plan
     stats = {
-        "embedded": len(touched),
-        "views": len(work),
-        "duplicates": duplicates,
+        "embedded": plan.locations,
+        "views": len(plan),
+        "duplicates": plan.duplicates,
         "engine": None,
         "batch_size": 0,
     }
-    if work:
+    if len(plan):
         was_training = model.training
         model.eval().to(device)
         embed, stats["engine"] = _embedder(model, device, engine)
         if not batch_size:
-            big = len(work) >= MEASURE_MIN_VIEWS
+            big = len(plan) >= MEASURE_MIN_VIEWS
             batch_size = measure_batch_size(embed, image_size) if big else DEFAULT_BATCH
         stats["batch_size"] = batch_size
         cache.dir.mkdir(parents=True, exist_ok=True)
         cache.clean_temporary()
-        todo = list(work.items())
         workers = default_workers() if workers is None else workers
         loader = DataLoader(
-            _ViewCrops([w[0] for _, w in todo], image_size),
+            _ViewCrops(plan.paths, image_size),
             batch_size=batch_size,
             num_workers=workers,
             prefetch_factor=4 if workers else None,
         )
-        dim = None
-        pending = {kind: ([], []) for kind in KINDS}  # kind -> (keys, arrays)
-        done = 0
+        writer, done = ShardWriter(cache, flush_rows), 0
         for crops in loader:
-            batch = todo[done : done + len(crops)]
-            for kind, flip in (("plain", False), ("mirror", True)):
-                sel = [j for j, (_, w) in enumerate(batch) if w[1 if kind == "plain" else 2]]
-                if not sel:
-                    continue
-                images = crops[sel].flip(-1) if flip else crops[sel]  # (B, 3, S, S): flip = left-right
-                feats = embed(_normalise(images, mean, std))
-                dim = feats.shape[1]
-                pending[kind][0].extend(batch[j][0] for j in sel)
-                pending[kind][1].append(feats)
+            part = slice(done, done + len(crops))
+            for kind, (sel, feats) in embed_crops(
+                embed, crops, plan.plain[part], plan.mirror[part], mean, std
+            ).items():
+                writer.add(kind, [plan.keys[done + j] for j in sel], feats)
             done += len(crops)
-            limit = flush_rows or max(256, FLUSH_BYTES // (4 * (dim or 1)))
-            for kind, (ks, arrays) in pending.items():
-                if len(ks) >= limit or (done == len(todo) and ks):
-                    cache.put_many(ks, kind, np.concatenate(arrays))
-                    pending[kind] = ([], [])
             if progress:
-                progress(done, len(todo))
+                progress(done, len(plan))
+        writer.close()
         model.train(was_training)
     seconds = time.perf_counter() - start
     stats.update(
         seconds=seconds,
-        views_per_s=len(work) / max(seconds, 1e-9),
-        locations_per_s=len(touched) / max(seconds, 1e-9),
+        views_per_s=len(plan) / max(seconds, 1e-9),
+        locations_per_s=plan.locations / max(seconds, 1e-9),
     )
     return stats
 
