@@ -396,6 +396,9 @@ def _predict(args) -> None:
     if ranks and (args.panorama or read_config(checkpoint).tasks == ["classify"]):
         raise UsageError("--devices/--strategy/--num-nodes distribute `predict --data` with a location "
                          "checkpoint; predict panoramas and classify images without them.")
+    if ranks and args.accelerator not in ("cpu", "auto"):
+        raise UsageError(f"distributed predict runs on CPU processes (the Predictor's ONNX engine), not "
+                         f"--accelerator {args.accelerator}; pass --accelerator cpu.")
     if args.panorama:
         return _predict_panoramas(args, checkpoint)
     if args.data is None:
