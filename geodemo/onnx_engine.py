@@ -74,21 +74,31 @@ def _export(backbone: torch.nn.Module, size: int, out: Path) -> None:
 class OnnxBackbone:
     """A verified onnxruntime session standing in for `model.backbone` in the predict hot path."""
 
-    def __init__(self, session):
-        self.session = session
+    def __init__(self, session, path: Path | None = None, threads: int = 1):
+        self.session, self.path, self.threads = session, path, threads
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) float32 -> (N, D) features (thread-safe: ORT sessions may run concurrently)."""
         x = np.ascontiguousarray(images.numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(["features"], {"images": x})[0])
 
+    def sleeping(self) -> OnnxBackbone:
+        """The same verified model in a second session whose idle threads sleep instead of spinning.
 
-def _session(path: Path, threads: int):
+        For batch work that shares the cores with other work (decoding the next batch in a thread): there,
+        ORT's spin-waiting threads took the decoder's core (BENCHMARKS.md, batch prediction).
+        """
+        return OnnxBackbone(_session(self.path, self.threads, spinning=False), self.path, self.threads)
+
+
+def _session(path: Path, threads: int, spinning: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -141,7 +151,8 @@ def _verified(backbone: torch.nn.Module, path: Path, size: int) -> OnnxBackbone 
         try:
             if attempt or not path.exists():
                 _export(backbone, size, path)
-            engine = OnnxBackbone(_session(path, torch.get_num_threads()))
+            threads = torch.get_num_threads()
+            engine = OnnxBackbone(_session(path, threads), path, threads)
             diff = _max_diff(engine, backbone, size)
             if diff < ATOL:
                 return engine

@@ -8,6 +8,7 @@ That backbone pass runs on ONNX Runtime where it is installed (see geodemo.onnx_
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import threading
@@ -30,6 +31,7 @@ from geodemo.model import POINT_TASKS, ClassifierModel, GeoModel, ModelConfig
 from geodemo.onnx_engine import engine_setting, onnx_backbone
 from geodemo.readout import Readout
 
+log = logging.getLogger("geodemo.predict")
 TOP_CELLS = 10
 MAX_MODELS = 3  # loaded checkpoints kept per process (GEODEMO_MAX_MODELS); each holds ~80 MB
 _DIRECTIONS = {"north": 0, "east": 90, "south": 180, "west": 270}
@@ -52,7 +54,7 @@ class Prediction:
     headings: dict[str, float]  # "0"/"90"/... (present views) -> predicted heading, degrees
     model: str  # checkpoint name
     elapsed_ms: float
-    timings_ms: dict = field(default_factory=dict)  # decode, resize, forward, post (ms)
+    timings_ms: dict = field(default_factory=dict)  # decode, resize (+ crop, normalise), forward, post ms
     neighbours: list = field(default_factory=list)  # similar training locations (geodemo.retrieval)
     expected_error_km: float | None = None  # the model's own expected km to the truth (None: coords only)
 
@@ -173,7 +175,7 @@ class Predictor:
         self._names = [names.get(code, code) for code in self._codes]
         # (x / 255 - mean) / std as one multiply-add on uint8 pixels: x * scale + shift.
         mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
-        self._scale, self._shift = 1.0 / (255.0 * std), -mean / std
+        self._scale, self._shift = (1.0 / (255.0 * std))[:, None, None], (-mean / std)[:, None, None]
 
     @classmethod
     def load(cls, path=DEFAULT_CHECKPOINT) -> Predictor:
@@ -221,33 +223,78 @@ class Predictor:
     def _tensors(
         self, crops: list[dict[int, np.ndarray]], mirror: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crops -> images (P, 3, S, S) normalised float32 in row-major mask order, view_mask (B, V) bool."""
+        """Crops -> images (P, 3, S, S) normalised float32, contiguous, in row-major mask order (what ONNX
+        Runtime takes without a copy), view_mask (B, V) bool."""
         mask = torch.zeros(len(crops), len(VIEW_HEADINGS), dtype=torch.bool)
         stack = []
         for b, location in enumerate(crops):
             if mirror:  # flip every view and swap east <-> west
-                location = {_MIRROR[v]: np.ascontiguousarray(rgb[:, ::-1]) for v, rgb in location.items()}
+                location = {_MIRROR[v]: rgb[:, ::-1] for v, rgb in location.items()}
             for v in sorted(location):
                 mask[b, v] = True
                 stack.append(location[v])
-        x = np.stack(stack).astype(np.float32)
-        x *= self._scale
-        x += self._shift
-        return torch.from_numpy(x).permute(0, 3, 1, 2), mask
+        size = self.config.image_size
+        x = np.empty((len(stack), 3, size, size), np.float32)
+        for image, rgb in zip(x, stack):  # uint8 HWC -> float32 CHW in one pass per view, no stacked copy
+            np.multiply(rgb.transpose(2, 0, 1), self._scale, out=image)
+            image += self._shift
+        return torch.from_numpy(x), mask
 
-    # ------------------------------------------------------------ prediction
-
-    @torch.inference_mode()
-    def _forward(self, crops: list[dict[int, np.ndarray]]) -> dict[str, np.ndarray]:
-        """One batched forward of every present view (and of the mirrored panoramas with TTA)."""
+    def _inputs(self, crops: list[dict[int, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crops -> the forward pass's images and view_mask; with TTA the mirrored panoramas follow."""
         images, mask = self._tensors(crops)
         if self.config.tta_flip:
             mirrored, mirror_mask = self._tensors(crops, mirror=True)
             images, mask = torch.cat([images, mirrored]), torch.cat([mask, mirror_mask])
-        if self._onnx is None:
-            feats = self.model.embed_present(images, mask)
+        return images, mask
+
+    def _prepare(self, items: list, pool: ThreadPoolExecutor | None = None):
+        """Items -> (images, view_mask, decode ms, resize + normalise ms): all the work before the forward
+        pass, which the batch paths do in a thread for the next chunk. With a pool, half of the items are
+        decoded there meanwhile (the first chunk, which nothing else overlaps)."""
+        if pool is not None and len(items) > 1:
+            half = pool.submit(self._decode, items[: len(items) // 2])
+            try:
+                rest, decode_ms, resize_ms = self._decode(items[len(items) // 2 :])
+            except Exception:
+                half.result()  # a bad image in the first half is the one to report, as without the split
+                raise
+            crops, more_decode_ms, more_resize_ms = half.result()
+            crops, decode_ms, resize_ms = crops + rest, decode_ms + more_decode_ms, resize_ms + more_resize_ms
+        else:
+            crops, decode_ms, resize_ms = self._decode(items)
+        t0 = time.perf_counter()
+        images, mask = self._inputs(crops)
+        return images, mask, decode_ms, resize_ms + 1000 * (time.perf_counter() - t0)
+
+    # ------------------------------------------------------------ prediction
+
+    def _forward(self, crops: list[dict[int, np.ndarray]]) -> dict[str, np.ndarray]:
+        """One batched forward of every present view (and of the mirrored panoramas with TTA)."""
+        return self._run(*self._inputs(crops))
+
+    @functools.cached_property
+    def _batch_onnx(self):
+        """The ONNX backbone for the batch paths: a second session whose idle threads sleep, leaving the
+        core to the thread decoding the next chunk (the interactive one keeps ORT's spinning, which is
+        quicker for a lone call). Falls back to the interactive session."""
+        if self._onnx is None or self._onnx.path is None:
+            return self._onnx
+        try:
+            return self._onnx.sleeping()
+        except Exception as exc:  # noqa: BLE001 - the verified session still works; only slower in batches
+            log.warning("second ONNX session for batches failed (%s); using the interactive one", exc)
+            return self._onnx
+
+    @torch.inference_mode()
+    def _run(self, images: torch.Tensor, mask: torch.Tensor, engine=None) -> dict[str, np.ndarray]:
+        """The forward pass of `_inputs` output -> numpy outputs per location (probabilities, embedding,
+        view_mask, neighbours). engine: an OnnxBackbone (default the interactive one, else PyTorch)."""
+        engine = self._onnx if engine is None else engine
+        if engine is None:  # PyTorch takes the channels-last layout the model was benchmarked with
+            feats = self.model.embed_present(images.contiguous(memory_format=torch.channels_last), mask)
         else:  # as embed_present: present views' features scattered into (B, V, D), zeros where missing
-            present = self._onnx(images)
+            present = engine(images)
             feats = present.new_zeros(*mask.shape, present.shape[-1])
             feats[mask] = present
         out = self.model.forward_features(feats, mask)
@@ -256,12 +303,12 @@ class Predictor:
         for key in ("geocell", "region"):
             if key in out:
                 out[key] = _softmax(out[key].astype(np.float64))
+        b = len(mask) // 2 if self.config.tta_flip else len(mask)  # locations
         if self.config.tta_flip:
             # Mirroring the photos does not mirror geography: average what the two panoramas say about the
             # place (cell/county probabilities, coords); headings come from the original views only.
-            b = len(crops)
             out = {k: (v[:b] if k.startswith("heading") else (v[:b] + v[b:]) / 2) for k, v in out.items()}
-        out["view_mask"] = mask[: len(crops)].numpy()
+        out["view_mask"] = mask[:b].numpy()
         self._retrieve(out)
         return out
 
@@ -330,32 +377,43 @@ class Predictor:
         return [p for batch in self._stream(chunks, point_mode) for p in batch]
 
     def _stream(self, chunks, point_mode: str | None = None):
-        """Yield the Predictions of each chunk (a list of items) in turn. While one chunk runs its forward
-        pass, the next one decodes in a thread (PIL, cv2 and ONNX Runtime release the GIL)."""
+        """Yield the Predictions of each chunk (a list of items) in turn (see `_outputs`)."""
+        for n, out, timings in self._outputs(chunks):
+            if not n:
+                yield []
+                continue
+            t2 = time.perf_counter()
+            batch = self._predictions(out, timings, 0.0, point_mode)
+            post = 1000 * (time.perf_counter() - t2) / n
+            for p in batch:
+                p.timings_ms["post"] = post
+                p.elapsed_ms = sum(timings.values()) + post
+            yield batch
+
+    def _outputs(self, chunks):
+        """Yield (locations, outputs, timings ms per location) of each chunk (a list of items) in turn.
+
+        While one chunk runs its forward pass, the next one is decoded and normalised in a thread (PIL, cv2,
+        numpy and ONNX Runtime release the GIL), so only ~2 chunks of pixels are ever in memory. With more
+        than one chunk the backbone runs in `_batch_onnx`.
+        """
         chunks = iter(chunks)
         current, upcoming = next(chunks, None), next(chunks, None)
         pool = ThreadPoolExecutor(max_workers=1) if upcoming is not None else None
+        engine = self._onnx if upcoming is None else self._batch_onnx
         try:
-            decoded = self._decode(current) if current else None
+            prepared = self._prepare(current, pool) if current else None
             while current is not None:
-                pending = pool.submit(self._decode, upcoming) if upcoming else None
+                pending = pool.submit(self._prepare, upcoming) if upcoming else None
                 if not current:
-                    yield []
+                    yield 0, None, {}
                 else:
-                    crops, decode_ms, resize_ms = decoded
-                    t1 = time.perf_counter()
-                    out = self._forward(crops)
-                    t2 = time.perf_counter()
-                    n = len(current)
-                    timings = {"decode": decode_ms / n, "resize": resize_ms / n}
-                    timings["forward"] = 1000 * (t2 - t1) / n
-                    batch = self._predictions(out, timings, 0.0, point_mode)
-                    t3 = time.perf_counter()
-                    for p in batch:
-                        p.timings_ms["post"] = 1000 * (t3 - t2) / n
-                        p.elapsed_ms = (decode_ms + resize_ms) / n + 1000 * (t3 - t1) / n
-                    yield batch
-                current, decoded = upcoming, pending.result() if pending else None
+                    images, mask, decode_ms, resize_ms = prepared
+                    n, t1 = len(current), time.perf_counter()
+                    out = self._run(images, mask, engine)
+                    forward_ms = 1000 * (time.perf_counter() - t1) / n
+                    yield n, out, {"decode": decode_ms / n, "resize": resize_ms / n, "forward": forward_ms}
+                current, prepared = upcoming, pending.result() if pending else None
                 upcoming = next(chunks, None)
         finally:
             if pool is not None:
@@ -448,11 +506,9 @@ class Predictor:
 
     def embed_batch(self, items: list, batch_size: int = 16) -> np.ndarray:
         """Fused embeddings (N, F) float32 of locations (as `predict` takes them): what the index stores."""
-        chunks = []
-        for start in range(0, len(items), batch_size):
-            crops, _, _ = self._decode(items[start : start + batch_size])
-            chunks.append(np.asarray(self._forward(crops)["embedding"], np.float32))
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+        chunks = (items[start : start + batch_size] for start in range(0, len(items), batch_size))
+        embedded = [np.asarray(out["embedding"], np.float32) for _, out, _ in self._outputs(chunks)]
+        return np.concatenate(embedded) if embedded else np.zeros((0, 0), np.float32)
 
     # ------------------------------------------------------------ explanation
 
@@ -467,6 +523,7 @@ class Predictor:
         """
         crops = self._decode([views])[0][0]
         images, mask = self._tensors([crops])
+        images = images.contiguous(memory_format=torch.channels_last)  # the layout PyTorch always had here
         backbone = self.model.backbone
         with torch.inference_mode(False), torch.enable_grad():
             fmap = backbone.forward_features(images)  # (P, D, h, w)

@@ -13,12 +13,12 @@ def test_predict_dataset_overlaps_decoding_with_the_forward_pass_and_matches_one
     predictor = Predictor.load()
     frame = read_locations(sample_dir).head(7)
     events = []
-    decode, forward = predictor._decode, predictor._forward
+    decode, forward = predictor._decode, predictor._run
 
-    def slow_forward(crops):
+    def slow_forward(*args):
         events.append(("forward start", time.perf_counter()))
         time.sleep(0.3)
-        out = forward(crops)
+        out = forward(*args)
         events.append(("forward end", time.perf_counter()))
         return out
 
@@ -29,17 +29,19 @@ def test_predict_dataset_overlaps_decoding_with_the_forward_pass_and_matches_one
         )
         return out
 
-    predictor._forward, predictor._decode = slow_forward, traced_decode
+    predictor._run, predictor._decode = slow_forward, traced_decode
     try:
         table = predictor.predict_dataset(sample_dir, frame=frame, batch_size=3)
     finally:
-        del predictor._forward, predictor._decode
+        del predictor._run, predictor._decode
     starts = [e[1] for e in events if e[0] == "forward start"]
     ends = [e[1] for e in events if e[0] == "forward end"]
     background = [e[1:3] for e in events if e[0] == "decode" and not e[3]]
-    assert len(starts) == 3 and len(background) == 2  # chunks 2 and 3 decoded off the main thread ...
-    # ... at the same time as the previous chunk's forward pass
-    assert all(d0 < e and d1 > s for (d0, d1), s, e in zip(background, starts, ends))
+    assert len(starts) == 3 and len(background) == 3
+    # half of the first chunk decoded in the thread (the main thread does the rest), before any forward pass;
+    # chunks 2 and 3 decoded off the main thread at the same time as the previous chunk's forward pass
+    assert background[0][1] <= starts[0]
+    assert all(d0 < e and d1 > s for (d0, d1), s, e in zip(background[1:], starts, ends))
     assert list(table["uuid"]) == list(frame["uuid"])
     for i in (0, 4, 6):
         alone = predictor.predict(
@@ -50,3 +52,36 @@ def test_predict_dataset_overlaps_decoding_with_the_forward_pass_and_matches_one
             [alone.latitude, alone.longitude],
             atol=1e-4,
         )
+
+
+
+def test_batch_session_and_channels_first_input_change_no_number(sample_dir):
+    """The batch path's second ONNX session (idle threads sleep) and the channels-first normalisation give
+    exactly what the interactive path and the plain stack-then-normalise formula give."""
+    predictor = Predictor.load()
+    frame = read_locations(sample_dir).head(6)
+    items = [{h: sample_dir / "images" / u / f"{h}.jpg" for h in (0, 90, 180, 270)} for u in frame["uuid"]]
+    items[4] = {90: items[4][90], 180: items[4][180]}  # a location with two views
+    crops, _, _ = predictor._decode(items[3:5])
+    mean, std = np.asarray(predictor.config.mean, np.float32), np.asarray(predictor.config.std, np.float32)
+    mirror_of = [0, 3, 2, 1]  # a mirrored panorama's view v is the original's view mirror_of[v], flipped
+    for mirror in (False, True):
+        images, mask = predictor._tensors(crops, mirror=mirror)
+        if mirror:
+            views = [c[mirror_of[v]][:, ::-1] for c in crops for v in sorted(mirror_of[w] for w in c)]
+        else:
+            views = [c[v] for c in crops for v in sorted(c)]
+        reference = np.stack(views).astype(np.float32)
+        reference *= 1.0 / (255.0 * std)
+        reference += -mean / std
+        assert images.is_contiguous() and int(mask.sum()) == len(views) == 6
+        np.testing.assert_array_equal(images.numpy(), reference.transpose(0, 3, 1, 2))
+    batched = predictor.predict_batch(items, batch_size=3)  # 2 chunks: batch session, decode in a thread
+    if predictor.engine == "onnx":
+        assert predictor._batch_onnx is not predictor._onnx
+    alone = predictor.predict_batch(items[:3], 3) + predictor.predict_batch(items[3:], 3)  # interactive
+    for a, b in zip(batched, alone, strict=True):
+        assert (a.latitude, a.longitude) == (b.latitude, b.longitude)
+        assert a.expected_error_km == b.expected_error_km
+        np.testing.assert_array_equal(a.cell_probabilities, b.cell_probabilities)
+        assert a.headings == b.headings and a.county_probabilities == b.county_probabilities
