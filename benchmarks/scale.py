@@ -9,7 +9,8 @@ right after the stage: the ratio uses the mean of the two, so the machine's load
 Stages (the default recipe: ``--task multi``, lite0 offline weights, embedding cache):
 - ``fill``: a cold cache. ``keys``: every view file hashed (location_keys), ``fill``: the distinct views
   embedded (fill_cache: ONNX, measured batch size, decode workers) -> views/s vs the raw images/s;
-- ``start``: a warm run of ``training.fit.train``: seconds from the call to its first optimiser step;
+- ``start``: a warm run of ``training.fit.train``: seconds (wall and CPU) from the call to its first optimiser
+  step, with its first batch loaded (``import_s``: importing ``training.fit`` before the call, not counted);
 - ``features``: location_keys with every fingerprint known, then the memory-mapped FeatureBank;
 - ``predict``: ``Predictor.predict_dataset`` (bundled checkpoint) on ``--predict`` locations -> images/s vs
   the raw backbone at the batch predict uses (16 locations = 64 images).
@@ -135,16 +136,20 @@ def run_stage(stage: str, data: Path, cache: Path, work: Path, n_predict: int) -
         from training import fit
         from training.config import TrainConfig, tasks_for
 
+        out["import_s"] = time.perf_counter() - t0
+
         class FirstStep(Exception):
             """Raised when training is about to take its first step: the rest is not this stage's."""
 
-        def mark(self, trainer, pl_module):
-            out["first_step_s"] = time.perf_counter() - t0
+        def mark(self, trainer, pl_module, batch, batch_idx):  # the first batch is loaded
+            out["first_step_s"] = time.perf_counter() - t_call
+            out["first_step_cpu_s"] = time.process_time() - cpu_call
             raise FirstStep
 
-        fit.ProgressFile.on_train_start = mark
+        fit.ProgressFile.on_train_batch_start = mark
         cfg = TrainConfig(tasks=tasks_for("multi"), max_epochs=1)
         shutil.rmtree(work / "ckpt", ignore_errors=True)
+        t_call, cpu_call = time.perf_counter(), time.process_time()
         try:
             fit.train(data, work / "ckpt", cfg, cache_dir=cache, enable_progress_bar=False, resume=False)
         except FirstStep:

@@ -146,11 +146,27 @@ def _is_inside(path: str, real_root: str) -> bool:
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
-def view_paths(root, uuid: str) -> dict[int, Path]:
-    """View index -> existing image file of location `uuid` (accepts .jpg, .jpeg, .png in any case)."""
+def _check_id(uuid) -> None:
     if not is_safe_id(str(uuid)):  # ids may come from a client (a clicked row): stay in images/
         raise DatasetError(f"Location id {uuid!r} is not a safe folder name; "
                            "use letters, digits, '.', '_' or '-'.")
+
+
+def _pick_views(files: dict) -> dict:
+    """View index -> the entry of its file in ``files`` (lower-case file name -> entry): for each heading
+    the first of VIEW_SUFFIXES present."""
+    found = {}
+    for v, heading in enumerate(VIEW_HEADINGS):
+        for suffix in VIEW_SUFFIXES:
+            if f"{heading}{suffix}" in files:
+                found[v] = files[f"{heading}{suffix}"]
+                break
+    return found
+
+
+def view_paths(root, uuid: str) -> dict[int, Path]:
+    """View index -> existing image file of location `uuid` (accepts .jpg, .jpeg, .png in any case)."""
+    _check_id(uuid)
     base = images_dir(root)
     folder = base / uuid
     inside = _real_root(os.path.abspath(root))
@@ -164,14 +180,70 @@ def view_paths(root, uuid: str) -> dict[int, Path]:
                      if (_is_inside(e.path, inside) if e.is_symlink() else folder_inside) and e.is_file()}
     except (FileNotFoundError, NotADirectoryError):
         return {}
-    found = {}
-    for v, heading in enumerate(VIEW_HEADINGS):
-        for suffix in VIEW_SUFFIXES:
-            if f"{heading}{suffix}" in files:
-                found[v] = files[f"{heading}{suffix}"]
-                break
-    return found
+    return _pick_views(files)
 
+
+def walk_files(folder) -> list[tuple[tuple[str, ...], str, int, int, bool]]:
+    """Every file under ``folder`` in one walk (one directory read per folder, one stat per file).
+
+    Returns:
+        (path parts relative to ``folder``, absolute path, size bytes, mtime ns, is a symlink) per file,
+        sorted by parts. As ``os.walk`` + ``os.path.isfile``: symlinked folders are not entered, a symlinked
+        file counts as its target, broken links and unreadable folders are skipped.
+    """
+    out = []
+
+    def walk(top: str, rel: tuple[str, ...]) -> None:  # entries in name order: `out` comes out sorted
+        try:
+            with os.scandir(top) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, (*rel, e.name))
+                elif e.is_file():  # a link to a folder is neither
+                    st = e.stat()
+                    out.append(((*rel, e.name), e.path, st.st_size, st.st_mtime_ns, e.is_symlink()))
+            except OSError:  # vanished or broken meanwhile
+                continue
+
+    walk(os.path.abspath(folder), ())
+    return out
+
+
+class ImageScan:
+    """The files of a dataset's image folder, read once: its fingerprint list and every location's views.
+
+    ``files`` is ``walk_files(images_dir(root))``; ``views(uuid)`` picks the same files as ``view_paths``
+    (as absolute path strings with their size and mtime), without reading the folder again.
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+        base = images_dir(root)
+        self.files = walk_files(base)
+        self._linked = os.path.islink(base)  # every location then takes view_paths's checked path
+        self._inside = _real_root(os.path.abspath(root))
+        self._folders: dict[str, dict[str, tuple[str, int, int]]] = {}  # uuid -> lower name -> file
+        for parts, path, size, mtime, link in self.files:
+            if len(parts) == 2 and (not link or _is_inside(path, self._inside)):
+                folder = self._folders.get(parts[0])
+                if folder is None:
+                    folder = self._folders[parts[0]] = {}
+                folder[parts[1].lower()] = (path, size, mtime)
+
+    def views(self, uuid: str) -> dict[int, tuple[str, int, int]]:
+        """View index -> (absolute path, size bytes, mtime ns) of location ``uuid``'s files."""
+        _check_id(uuid)
+        if self._linked or uuid not in self._folders and os.path.islink(images_dir(self.root) / uuid):
+            found = {}
+            for v, path in view_paths(self.root, uuid).items():
+                st = os.stat(path)
+                found[v] = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+            return found
+        return _pick_views(self._folders.get(uuid, {}))
 
 
 def view_headings(frame: pd.DataFrame) -> np.ndarray:

@@ -44,3 +44,21 @@ def prior_csv() -> Path:
         pytest.fail(f"the coordinate prior is missing at {PRIOR_CSV}; "
                     "see README.md, 'Where the data comes from'")
     return PRIOR_CSV
+
+
+@pytest.fixture()
+def sample_copy(sample_dir, tmp_path):
+    """copy(n) -> ``tmp_path/data``: the sample's first n locations, copied (files get their own mtimes)."""
+
+    def copy(n: int) -> Path:
+        import shutil
+
+        from geodemo.data import read_locations
+
+        frame = read_locations(sample_dir).head(n)
+        for uid in frame["uuid"]:
+            shutil.copytree(sample_dir / "images" / uid, tmp_path / "data" / "images" / uid)
+        frame.to_csv(tmp_path / "data" / "data.csv", index=False)
+        return tmp_path / "data"
+
+    return copy

@@ -57,15 +57,9 @@ def _fill(model, data, frame, keys, cache, **kwargs):
 
 
 @pytest.fixture()
-def data(sample_dir, tmp_path):
+def data(sample_copy):
     """Six real locations, copied (files get their own mtimes)."""
-    import shutil
-
-    frame = read_locations(sample_dir).head(6)
-    for uid in frame["uuid"]:
-        shutil.copytree(sample_dir / "images" / uid, tmp_path / "data" / "images" / uid)
-    frame.to_csv(tmp_path / "data" / "data.csv", index=False)
-    return tmp_path / "data"
+    return sample_copy(6)
 
 
 def test_views_are_embedded_once_mirrors_only_on_request_and_read_lazily(data, tmp_path):

@@ -11,7 +11,10 @@ Layout under the cache root (``store-v2/``):
   flipped left-right), appended under a file lock after its shard exists; a line torn by a kill is ignored
   by readers and cut off by the next writer, so a kill -9 loses at most the rows not yet indexed;
 - ``files.csv``: ``sha1,size,mtime_ns,path`` of every view file hashed so far: a file whose path, size and
-  mtime are unchanged is not read again.
+  mtime are unchanged is not read again;
+- ``keysets/<slot>.txt``: the cache keys of one list of view files under one key prefix (the slot: sha256 of
+  both), below a first line that fingerprints every file's size and mtime: a warm run whose files are
+  unchanged reads its keys in one go (``location_keys``); a stale one is recomputed and replaced whole.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
-from geodemo.data import VIEW_HEADINGS, LocationDataset, build_transform, view_paths
+from geodemo.data import VIEW_HEADINGS, ImageScan, LocationDataset, build_transform, view_paths
 from geodemo.images import load_rgb
 from geodemo.onnx_engine import engine_setting, module_backbone
 
@@ -125,23 +128,31 @@ class FileHashes:
         self.dir = Path(root or default_cache_dir()) / STORE
         self._log = _LineLog(self.dir / "files.csv")
         self._known: dict[str, tuple[int, int, str]] = {}
+        self.hashed = 0  # files read and hashed by this object (new or changed since last seen)
 
-    def sha1s(self, paths: list[Path]) -> list[str]:
-        """Content sha1 of each file; new or changed files are hashed (in threads) and recorded."""
+    def sha1s(self, paths: list, stats: list[tuple[int, int]] | None = None) -> list[str]:
+        """Content sha1 of each file; new or changed files are hashed (in threads) and recorded.
+
+        Args:
+            paths: the files. stats: their (size bytes, mtime ns) if already known (e.g. from
+                ``geodemo.data.ImageScan``, absolute paths then), else each file is stat-ed here.
+        """
         for line in self._log.new_lines():
             parts = line.split(",", 3)
             if len(parts) == 4 and parts[1].isdigit() and parts[2].isdigit():
                 self._known[parts[3]] = (int(parts[1]), int(parts[2]), parts[0])
-        names = [os.path.abspath(p) for p in paths]
+        names = [os.path.abspath(p) for p in paths] if stats is None else paths
+        if stats is None:
+            stats = [(st.st_size, st.st_mtime_ns) for st in map(os.stat, names)]
         out: list[str | None] = [None] * len(names)
         todo = []
-        for i, name in enumerate(names):
-            st = os.stat(name)
+        for i, (name, stat) in enumerate(zip(names, stats)):
             known = self._known.get(name)
-            if known and known[:2] == (st.st_size, st.st_mtime_ns):
+            if known and known[:2] == stat:
                 out[i] = known[2]
             else:
-                todo.append((i, name, st.st_size, st.st_mtime_ns))
+                todo.append((i, name, *stat))
+        self.hashed += len(todo)
         if todo:
             with ThreadPoolExecutor(max(2, os.cpu_count() or 1)) as pool:  # hashlib releases the GIL
                 digests = list(pool.map(file_sha1, [t[1] for t in todo]))
@@ -245,18 +256,45 @@ def location_keys(
     mean,
     std,
     hashes: FileHashes | None = None,
+    scan: ImageScan | None = None,
 ) -> list[dict]:
     """Per location, view index -> cache key of its file (only views whose file exists).
 
     Files are hashed only when new or changed since ``hashes`` last saw them (path, size, mtime).
+    ``scan``: the dataset's ``ImageScan``, whose walk already found every file and its size and mtime.
     """
-    located = [view_paths(root, uuid) for uuid in frame["uuid"]]
-    flat = [p for paths in located for p in paths.values()]
-    digests = iter((hashes or FileHashes()).sha1s(flat))
+    hashes = hashes or FileHashes()
     prefix = _key_prefix(backbone, wkey, image_size, mean, std)
-    return [
-        {v: hashlib.sha256((prefix + next(digests)).encode()).hexdigest() for v in paths} for paths in located
-    ]
+    if scan is None:
+        located = [view_paths(root, uuid) for uuid in frame["uuid"]]
+        flat = hashes.sha1s([p for paths in located for p in paths.values()])
+        keys = [hashlib.sha256((prefix + digest).encode()).hexdigest() for digest in flat]
+    else:
+        located = [scan.views(uuid) for uuid in frame["uuid"]]
+        keys = _keyset(hashes, prefix, [f for views in located for f in views.values()])
+    it = iter(keys)
+    return [{v: next(it) for v in paths} for paths in located]
+
+
+def _keyset(hashes: FileHashes, prefix: str, files: list[tuple[str, int, int]]) -> list[str]:
+    """Cache keys of ``files`` ((absolute path, size, mtime ns) each) under ``prefix``: read from their
+    keyset when no file changed since it was written, else from ``hashes`` (then the keyset is rewritten)."""
+    names = "\n".join(f[0] for f in files)
+    slot = hashes.dir / "keysets" / f"{hashlib.sha256((prefix + names).encode()).hexdigest()[:32]}.txt"
+    stamp = hashlib.sha256("\n".join(f"{f[1]},{f[2]}" for f in files).encode()).hexdigest()
+    try:
+        lines = slot.read_text().split("\n")
+        if lines[0] == stamp and len(lines) == len(files) + 1:
+            return lines[1:]
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    digests = hashes.sha1s([f[0] for f in files], [f[1:] for f in files])
+    keys = [hashlib.sha256((prefix + digest).encode()).hexdigest() for digest in digests]
+    slot.parent.mkdir(parents=True, exist_ok=True)
+    tmp = slot.with_name(f".{slot.name}.{os.getpid()}.{uuidlib.uuid4().hex[:8]}.tmp")
+    tmp.write_text("\n".join([stamp, *keys]))
+    os.replace(tmp, slot)  # whole or not at all: concurrent writers each leave a consistent file
+    return keys
 
 
 class _ViewCrops(Dataset):
@@ -514,14 +552,21 @@ class FeatureBank:
         self.shard = np.full((n, len(kinds), n_views), -1, np.int32)
         self.row = np.zeros((n, len(kinds), n_views), np.int64)
         self.mask = torch.zeros(n, n_views, dtype=torch.bool)
-        ids: dict[str, int] = {}
+        loc, view, flat = [], [], []  # per stored view: location, view index, key
         for i, k in enumerate(keys):
-            for v, key in k.items():
-                for j, kind in enumerate(kinds):
-                    shard, row = cache.locate(key, kind)
-                    self.shard[i, j, v] = ids.setdefault(shard, len(ids))
-                    self.row[i, j, v] = row
-                self.mask[i, v] = True
+            loc += [i] * len(k)
+            view += k.keys()
+            flat += k.values()
+        loc, view = np.asarray(loc, np.int64), np.asarray(view, np.int64)
+        ids: dict[str, int] = {}  # shard name -> its number here
+        for j, kind in enumerate(kinds):
+            shard_of, row_of = {}, {}
+            for key in dict.fromkeys(flat):  # each distinct content looked up once
+                shard, row_of[key] = cache.locate(key, kind)
+                shard_of[key] = ids.setdefault(shard, len(ids))
+            self.shard[loc, j, view] = np.asarray([shard_of[key] for key in flat], np.int32)
+            self.row[loc, j, view] = np.asarray([row_of[key] for key in flat], np.int64)
+        self.mask[torch.from_numpy(loc), torch.from_numpy(view)] = True
         self.shards = list(ids)
         self.dim = cache.array(self.shards[0]).shape[1] if self.shards else 0
         self.shape = (n, len(kinds), n_views, self.dim)

@@ -22,11 +22,13 @@ from geodemo.backbones import get_backbone_spec
 from geodemo.cells import build_cells
 from geodemo.data import (
     DatasetError,
+    ImageScan,
     LocationDataset,
     build_transform,
     images_dir,
     location_split,
     read_locations,
+    walk_files,
 )
 from geodemo.images import load_rgb
 from geodemo.model import ModelConfig
@@ -37,20 +39,18 @@ from training.config import TrainConfig
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def data_fingerprint(root) -> str:
-    """sha256 over data.csv bytes and the sorted list of image files (relative path + size)."""
+def data_fingerprint(root, scan: ImageScan | None = None) -> str:
+    """sha256 over data.csv bytes and the sorted list of image files (relative path + size).
+
+    ``scan``: the dataset's ``ImageScan`` when one was made already (its walk is reused).
+    """
     root = Path(root)
     digest = hashlib.sha256((root / "data.csv").read_bytes())
-    folder = root if streaming.is_chunks(root) else images_dir(root)  # chunks: every chunk file
-    files = []  # (relative path parts, bytes): os.walk, ~4x faster than Path.rglob at 16k locations
-    for top, _, names in os.walk(folder):
-        rel = Path(top).relative_to(folder).parts
-        for name in names:
-            path = os.path.join(top, name)
-            if os.path.isfile(path):
-                files.append((rel + (name,), os.stat(path).st_size))
-    for parts, size in sorted(files):  # the order of sorted Paths
-        digest.update(f"{'/'.join(parts)}:{size}\n".encode())
+    if streaming.is_chunks(root):  # chunks: every chunk file
+        files = walk_files(root)
+    else:
+        files = scan.files if scan is not None else walk_files(images_dir(root))
+    digest.update("".join(f"{'/'.join(f[0])}:{f[2]}\n" for f in files).encode())  # sorted by path
     return digest.hexdigest()
 
 
@@ -131,6 +131,8 @@ class GeoDataModule(L.LightningDataModule):
         frame: optional pre-read ``read_locations`` frame (e.g. a subset).
         train_uuids, val_uuids: explicit split (k-fold); default = ``location_split`` by ``cfg.seed``.
         cache_dir: embedding cache folder (default ``$GEODEMO_CACHE_DIR`` or ~/.cache/geodemo/embeddings).
+        scan: the dataset's ``ImageScan`` if the caller made one (e.g. for its fingerprint); else made once
+            when first needed.
     """
 
     def __init__(
@@ -142,9 +144,11 @@ class GeoDataModule(L.LightningDataModule):
         train_uuids=None,
         val_uuids=None,
         cache_dir=None,
+        scan: ImageScan | None = None,
     ):
         super().__init__()
         self.data_dir, self.cfg = Path(data_dir), cfg
+        self._scan = scan
         self.frame = read_locations(self.data_dir) if frame is None else frame.reset_index(drop=True)
         if train_uuids is None:
             split = location_split(self.frame["uuid"], val_fraction=cfg.val_fraction, seed=cfg.seed)
@@ -180,9 +184,21 @@ class GeoDataModule(L.LightningDataModule):
         wanted = set(map(str, uuids or []))
         return self.frame[self.frame["uuid"].isin(wanted)].reset_index(drop=True)
 
+    def scan(self) -> ImageScan:
+        """Every image file of the dataset with its size and mtime: one walk per run."""
+        if self._scan is None:
+            self._scan = ImageScan(self.data_dir)
+        return self._scan
+
     def model_config(self, **overrides) -> ModelConfig:
-        """The ModelConfig of a model trained on this data: recipe choices + label-space artefacts."""
+        """The ModelConfig of a model trained on this data: recipe choices + label-space artefacts.
+
+        ``overrides``: ModelConfig fields to set instead, e.g. a ``data_fingerprint`` already computed.
+        """
         c = self.cfg
+        if "data_fingerprint" not in overrides:
+            scan = None if self.chunks else self.scan()
+            overrides["data_fingerprint"] = data_fingerprint(self.data_dir, scan)
         return ModelConfig(
             tasks=list(c.tasks),
             backbone=c.backbone,
@@ -201,21 +217,22 @@ class GeoDataModule(L.LightningDataModule):
             temperature=c.temperature,
             train_locations=train_locations(self.frames["train"]),
             training=c.to_dict(),
-            data_fingerprint=data_fingerprint(self.data_dir),
             **overrides,
         )
 
+    def _hflip(self, split: str) -> bool:
+        """Whether ``split``'s items mirror the panorama at random (training, not with the heading head)."""
+        return self.cfg.hflip and split == "train" and "heading" not in self.cfg.tasks
+
     def _base(self, split: str) -> LocationDataset:
-        train = split == "train"
-        hflip = self.cfg.hflip and train and "heading" not in self.cfg.tasks
         return LocationDataset(
             self.data_dir,
             self.frames[split],
             self.image_size,
             self.mean,
             self.std,
-            train=train,
-            hflip=hflip,
+            train=split == "train",
+            hflip=self._hflip(split),
             cells=self.cells,
             xy_stats=self.xy_stats,
         )
@@ -227,7 +244,8 @@ class GeoDataModule(L.LightningDataModule):
             rows = pd.concat([self.frames["train"], self.frames["val"]], ignore_index=True)
             hashes = emb.FileHashes(self.cache.root)
             keys = emb.location_keys(
-                self.data_dir, rows, self.cfg.backbone, wkey, self.image_size, self.mean, self.std, hashes
+                self.data_dir, rows, self.cfg.backbone, wkey, self.image_size, self.mean, self.std, hashes,
+                self.scan(),
             )
             self._key_memo = {"weights": wkey, "keys": dict(zip(rows["uuid"], keys))}
         return [self._key_memo["keys"][u] for u in frame["uuid"]]
@@ -239,7 +257,7 @@ class GeoDataModule(L.LightningDataModule):
         frame = pd.concat([self.frames["train"], self.frames["val"]], ignore_index=True)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         # mirrored views only where training flips panoramas: the training rows of a recipe with hflip
-        mirror = self._base("train").hflip
+        mirror = self._hflip("train")
         self.cache_stats = emb.fill_cache(
             self.embedder,
             self.data_dir,

@@ -17,11 +17,12 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from geodemo.checkpoint import load_checkpoint, save_checkpoint
-from geodemo.data import kfold_splits, read_locations
+from geodemo.data import ImageScan, kfold_splits, read_locations
 from geodemo.jobs import PROGRESS_PREFIX
 from training.config import TrainConfig
 from training.datamodule import GeoDataModule, ImageFolderDataModule, data_fingerprint
 from training.sources import combine_datasets, combined_fingerprint
+from training.streaming import is_chunks
 from training.tasks import build_task
 
 LOG_EVERY_N_STEPS = 50  # steps between logger writes (each write reads the metrics off the device)
@@ -265,7 +266,13 @@ def train(
             raise ValueError("The classify task trains on one ImageFolder; give one --data folder.")
         dm = ImageFolderDataModule(data_dirs[0], cfg)
     else:
-        data_dir, sources = combine_datasets(data_dirs, out_dir, data_fingerprint)
+        scans: dict = {}  # folder -> its ImageScan: one walk serves the fingerprint and the cache keys
+
+        def fingerprint(root) -> str:
+            scans[root] = None if is_chunks(root) else ImageScan(root)
+            return data_fingerprint(root, scans[root])
+
+        data_dir, sources = combine_datasets(data_dirs, out_dir, fingerprint)
         dm = GeoDataModule(
             data_dir,
             cfg,
@@ -273,12 +280,13 @@ def train(
             train_uuids=train_uuids,
             val_uuids=val_uuids,
             cache_dir=cache_dir,
+            scan=scans.get(data_dir),
         )
         dm.progress = progress.cache
-    model_config = dm.model_config()
-    if not classify:
-        model_config.data_fingerprint = combined_fingerprint(sources)
-        model_config.data_sources = sources
+    if classify:
+        model_config = dm.model_config()
+    else:
+        model_config = dm.model_config(data_fingerprint=combined_fingerprint(sources), data_sources=sources)
     task = build_task(model_config, cfg, backbone_weights=cfg.weights)
     if cfg.init_from:
         for note in init_from_checkpoint(task.model, cfg.init_from):

@@ -92,7 +92,9 @@ class _Task(L.LightningModule):
         self.log(
             f"{split}/loss",
             loss,
-            prog_bar=True,
+            # a progress-bar metric is turned into a Python number after every step (a GPU -> CPU sync), so
+            # the training loss goes to the loggers (every LOG_EVERY_N_STEPS) and the progress file only
+            prog_bar=not train,
             on_step=train,
             on_epoch=True,
             batch_size=size,
