@@ -7,6 +7,7 @@ That backbone pass runs on ONNX Runtime where it is installed (see geodemo.onnx_
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 
 from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from geodemo.data import VIEW_HEADINGS, build_transform, read_locations, view_paths
@@ -72,6 +74,27 @@ class Prediction:
             "model": self.model,
             "elapsed_ms": self.elapsed_ms,
         }
+
+
+_blas = {"users": 0, "limits": None}  # see _one_blas_thread
+_blas_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """numpy's BLAS on one thread while any batch runs in this process; counted, so overlapping batches
+    restore the original thread count once, when the last one ends."""
+    with _blas_lock:
+        if _blas["users"] == 0:
+            _blas["limits"] = threadpool_limits(1, user_api="blas")
+        _blas["users"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas["users"] -= 1
+            if _blas["users"] == 0:
+                _blas["limits"].restore_original_limits()
 
 
 def _view_slots(views) -> dict[int, object]:
@@ -395,26 +418,30 @@ class Predictor:
 
         While one chunk runs its forward pass, the next one is decoded and normalised in a thread (PIL, cv2,
         numpy and ONNX Runtime release the GIL), so only ~2 chunks of pixels are ever in memory. With more
-        than one chunk the backbone runs in `_batch_onnx`.
+        than one chunk the backbone runs in `_batch_onnx`, and numpy's BLAS (the read-out and retrieval
+        products) keeps to one thread until the last chunk is out (`_one_blas_thread`): its idle threads
+        spin after each product, on the cores of the backbone and the decoder.
         """
         chunks = iter(chunks)
         current, upcoming = next(chunks, None), next(chunks, None)
         pool = ThreadPoolExecutor(max_workers=1) if upcoming is not None else None
         engine = self._onnx if upcoming is None else self._batch_onnx
         try:
-            prepared = self._prepare(current, pool) if current else None
-            while current is not None:
-                pending = pool.submit(self._prepare, upcoming) if upcoming else None
-                if not current:
-                    yield 0, None, {}
-                else:
-                    images, mask, decode_ms, resize_ms = prepared
-                    n, t1 = len(current), time.perf_counter()
-                    out = self._run(images, mask, engine)
-                    forward_ms = 1000 * (time.perf_counter() - t1) / n
-                    yield n, out, {"decode": decode_ms / n, "resize": resize_ms / n, "forward": forward_ms}
-                current, prepared = upcoming, pending.result() if pending else None
-                upcoming = next(chunks, None)
+            with _one_blas_thread() if pool else contextlib.nullcontext():
+                prepared = self._prepare(current, pool) if current else None
+                while current is not None:
+                    pending = pool.submit(self._prepare, upcoming) if upcoming else None
+                    if not current:
+                        yield 0, None, {}
+                    else:
+                        images, mask, decode_ms, resize_ms = prepared
+                        n, t1 = len(current), time.perf_counter()
+                        out = self._run(images, mask, engine)
+                        forward_ms = 1000 * (time.perf_counter() - t1)
+                        ms = {"decode": decode_ms, "resize": resize_ms, "forward": forward_ms}
+                        yield n, out, {k: v / n for k, v in ms.items()}
+                    current, prepared = upcoming, pending.result() if pending else None
+                    upcoming = next(chunks, None)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)

@@ -85,3 +85,25 @@ def test_batch_session_and_channels_first_input_change_no_number(sample_dir):
         assert a.expected_error_km == b.expected_error_km
         np.testing.assert_array_equal(a.cell_probabilities, b.cell_probabilities)
         assert a.headings == b.headings and a.county_probabilities == b.county_probabilities
+
+
+def test_blas_keeps_to_one_thread_while_a_batch_runs_and_is_restored(sample_dir):
+    from threadpoolctl import threadpool_info
+
+    from geodemo.predict import _one_blas_thread
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    predictor = Predictor.load()
+    before = blas_threads()
+    uuids = read_locations(sample_dir)["uuid"].head(4)
+    items = [{0: sample_dir / "images" / u / "0.jpg"} for u in uuids]
+    during = [blas_threads() for _ in predictor._stream([items[:2], items[2:]])]
+    assert len(during) == 2 and all(t == [1] * len(before) for t in during) and blas_threads() == before
+    with _one_blas_thread():  # overlapping batches: the first to end must not restore under the second
+        inner = _one_blas_thread()
+        inner.__enter__()
+    assert blas_threads() == [1] * len(before)
+    inner.__exit__(None, None, None)
+    assert blas_threads() == before
