@@ -23,6 +23,7 @@ CENTER = {"lat": 44.45, "lon": 16.45}  # Croatia's bounding-box centre, degrees
 ZOOM = 5.95  # whole country in a ~540 px tall, ~650 px wide map
 SIMPLIFY_DEG = 0.006  # ~600 m: enough at country zoom, keeps figures small
 PRED_COLOUR, TRUTH_COLOUR, ARGMAX_COLOUR = "#d62728", "#2ca02c", "#6a3d9a"
+REGION_SIMPLIFY_M = 500.0  # credible-region outlines: ~half a pixel at country zoom
 REGION_RGB = {0.5: (31, 119, 180), 0.9: (23, 190, 207)}  # credible regions (50%, 90%)
 ERROR_BINS_KM = (0, 10, 25, 50, 100, 200, math.inf)
 # error bins' colours, green to dark red; every one dark enough to read on white (no pale yellow)
@@ -35,62 +36,91 @@ def map_style() -> str:
     return os.environ.get("GEODEMO_MAP_STYLE", "white-bg")
 
 
+DRAW_DECIMALS = 3  # static layers' coordinates: 1e-3 degrees (~100 m), well under the simplification
+# Static layers ("counties", "outline") referenced by URL instead of inline: an app that serves them
+# (geodemo/ui/map_layers.py) registers their URLs here; Plotly fetches each once per page
+# (window.PlotlyGeoAssets), so a figure carries the URL, not the polygons. Unregistered (tests, scripts),
+# the GeoJSON is inline.
+LAYER_URLS: dict[str, str] = {}
+
+
 @functools.cache
 def _counties_geojson() -> dict:
-    """Simplified county polygons as a GeoJSON dict with `properties.code` / `name_hr`."""
+    """Simplified county polygons as a GeoJSON dict with `properties.code` / `name_hr` (built once)."""
     gdf = geo.counties()[["code", "name_hr", "geometry"]].copy()
     gdf["geometry"] = _rounded(gdf.geometry.simplify(SIMPLIFY_DEG, preserve_topology=True))
     return json.loads(gdf.to_json(drop_id=True))
 
 
 def _rounded(geometry):
-    """Coordinates rounded to 1e-4 degrees (~10 m) so the figure JSON stays small."""
+    """Coordinates rounded to DRAW_DECIMALS so the figure JSON stays small."""
     import shapely
 
-    return shapely.transform(geometry, lambda coords: coords.round(4))
+    return shapely.transform(geometry, lambda coords: coords.round(DRAW_DECIMALS))
 
 
 @functools.cache
-def _outline_rings() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """Exterior rings of the simplified (s50) national outline as (lat, lon) arrays."""
+def _outline_geojson() -> dict:
+    """Croatia's simplified (s50) national outline, islets under ~1 km2 dropped, as GeoJSON (built once)."""
     import shapely
 
     with open(geo.ASSETS_DIR / "geo" / "croatia_outline_osm_s50.geojson", encoding="utf-8") as f:
         features = json.load(f)["features"]
-    rings = []
+    polygons = []
     for feature in features:
         shape = _rounded(shapely.geometry.shape(feature["geometry"]).simplify(SIMPLIFY_DEG / 2))
-        for poly in getattr(shape, "geoms", [shape]):
-            if poly.area > 1e-4:  # drop islets smaller than ~1 km2: invisible at country zoom
-                lon, lat = np.asarray(poly.exterior.coords).T
-                rings.append((lat, lon))
-    return tuple(rings)
+        polygons += [p for p in getattr(shape, "geoms", [shape]) if p.area > 1e-4]  # islets: invisible
+    geometry = shapely.geometry.mapping(shapely.MultiPolygon([shapely.Polygon(p.exterior) for p in polygons]))
+    feature = {"type": "Feature", "id": "HR", "properties": {}, "geometry": geometry}
+    return json.loads(json.dumps({"type": "FeatureCollection", "features": [feature]}))  # tuples -> lists
 
 
-def _outline_trace() -> go.Scattermap:
-    """The national outline as one line trace (rings separated by None)."""
-    lats, lons = [], []
-    for lat, lon in _outline_rings():
-        lats += [*lat.tolist(), None]
-        lons += [*lon.tolist(), None]
-    return go.Scattermap(
-        lat=lats,
-        lon=lons,
-        mode="lines",
-        line={"width": 1.2, "color": "#444"},
+STATIC_LAYERS = {"counties": _counties_geojson, "outline": _outline_geojson}
+
+
+def static_geojson(name: str) -> dict:
+    """A static layer's GeoJSON ("counties" or "outline"), built once per process."""
+    return STATIC_LAYERS[name]()
+
+
+def _geojson(name: str):
+    """What a figure carries for a static layer: its registered URL, else the GeoJSON itself."""
+    return LAYER_URLS.get(name) or static_geojson(name)
+
+
+def _outline_trace() -> go.Choroplethmap:
+    """The national outline: a line only (transparent fill), from the shared static layer."""
+    clear = "rgba(0,0,0,0)"
+    return go.Choroplethmap(
+        geojson=_geojson("outline"),
+        locations=["HR"],
+        z=[0],
+        colorscale=[[0, clear], [1, clear]],
+        showscale=False,
+        marker={"line": {"width": 1.2, "color": "#444"}},
         hoverinfo="skip",
         showlegend=False,
         name="Croatia",
     )
 
 
+def _map_layout(height: int = 540) -> dict:
+    """The maps' layout: offline style, Croatia in view, no margins, the legend bottom left."""
+    return {
+        "map": {"style": map_style(), "center": CENTER, "zoom": ZOOM},
+        "height": height,
+        "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
+        "legend": {"x": 0.01, "y": 0.01, "bgcolor": "rgba(255,255,255,0.85)", "font": {"size": 11}},
+    }
+
+
+def _map_figure(traces: list, height: int = 540) -> go.Figure:
+    """A map from its traces, laid out in the constructor (update_layout afterwards costs ~10-100 ms)."""
+    return go.Figure(traces, layout=_map_layout(height))
+
+
 def _layout(fig: go.Figure, height: int = 540) -> go.Figure:
-    fig.update_layout(
-        map={"style": map_style(), "center": CENTER, "zoom": ZOOM},
-        height=height,
-        margin={"l": 0, "r": 0, "t": 0, "b": 0},
-        legend={"x": 0.01, "y": 0.01, "bgcolor": "rgba(255,255,255,0.85)", "font": {"size": 11}},
-    )
+    fig.update_layout(**_map_layout(height))
     return fig
 
 
@@ -117,12 +147,12 @@ def _point(lat, lon, colour: str, name: str, size: int, text: str) -> list[go.Sc
 
 def county_layer(probabilities: dict[str, float] | None = None) -> go.Choroplethmap:
     """Counties shaded by probability (name_hr -> p); plain grey land when None."""
-    geojson = _counties_geojson()
-    codes = [f["properties"]["code"] for f in geojson["features"]]
-    names = [f["properties"]["name_hr"] for f in geojson["features"]]
+    features = _counties_geojson()["features"]
+    codes = [f["properties"]["code"] for f in features]
+    names = [f["properties"]["name_hr"] for f in features]
     probs = [float((probabilities or {}).get(n, 0.0)) for n in names]
     return go.Choroplethmap(
-        geojson=geojson,
+        geojson=_geojson("counties"),
         featureidkey="properties.code",
         locations=codes,
         z=probs,
@@ -183,14 +213,12 @@ def _region_traces(cells, regions: dict) -> list[go.Scattermap]:
         ix, iy = cells.grid_ix[inside], cells.grid_iy[inside]
         squares = shapely.union_all(shapely.box(ix * s, iy * s, (ix + 1) * s, (iy + 1) * s))
         area = shapely.intersection(squares, _land_3765_coarse())
-        lats, lons = [], []
-        for poly in shapely.get_parts(area):
-            if poly.geom_type != "Polygon" or poly.area < 4e6:  # skip slivers under ~4 km2
-                continue
-            x, y = np.asarray(poly.exterior.coords).T
-            lat, lon = geo.from_3765(x, y)
-            lats += [*np.round(lat, 4).tolist(), None]
-            lons += [*np.round(lon, 4).tolist(), None]
+        parts = shapely.get_parts(shapely.simplify(area, REGION_SIMPLIFY_M))
+        rings = [np.asarray(poly.exterior.coords) for poly in parts
+                 if poly.geom_type == "Polygon" and poly.area >= 4e6]  # skip slivers under ~4 km2
+        # one float32 array per axis, rings separated by NaN: sent as compact typed arrays, validated fast
+        xy = np.concatenate([np.vstack([r, [np.nan, np.nan]]) for r in rings]) if rings else np.empty((0, 2))
+        lats, lons = (a.astype(np.float32) for a in geo.from_3765(xy[:, 0], xy[:, 1]))
         rgb = ", ".join(map(str, REGION_RGB.get(mass, (90, 90, 90))))
         traces.append(
             go.Scattermap(
@@ -222,23 +250,23 @@ def prediction_figure(
         Figure with counties shaded by probability, credible regions, cell heatmap, argmax cell, predicted
         point and truth.
     """
-    fig = go.Figure([county_layer(prediction.county_probabilities), _outline_trace()])
-    fig.add_traces(_region_traces(cells, regions or {}))
+    traces = [county_layer(prediction.county_probabilities), _outline_trace()]
+    traces += _region_traces(cells, regions or {})
     probs = getattr(prediction, "cell_probabilities", None)
     if cells is not None and probs is not None:
         lat, lon = cells.centroids(weighted=True)
-        fig.add_trace(_cell_trace(np.asarray(lat), np.asarray(lon), np.asarray(probs, dtype=float)))
+        traces.append(_cell_trace(np.asarray(lat), np.asarray(lon), np.asarray(probs, dtype=float)))
     elif prediction.top_cells:
         top = pd.DataFrame(prediction.top_cells)
-        fig.add_trace(
+        traces.append(
             _cell_trace(top.latitude.to_numpy(), top.longitude.to_numpy(), top.probability.to_numpy())
         )
     if getattr(prediction, "argmax_cell", None):
         a_lat, a_lon = prediction.argmax_cell
-        fig.add_traces(_point(a_lat, a_lon, ARGMAX_COLOUR, "most likely cell", 11, "most likely cell"))
+        traces += _point(a_lat, a_lon, ARGMAX_COLOUR, "most likely cell", 11, "most likely cell")
     if truth is not None:
         error = float(geo.haversine_km(truth[0], truth[1], prediction.latitude, prediction.longitude))
-        fig.add_trace(
+        traces.append(
             go.Scattermap(
                 lat=[truth[0], prediction.latitude],
                 lon=[truth[1], prediction.longitude],
@@ -248,24 +276,22 @@ def prediction_figure(
                 name=f"error {error:.0f} km",
             )
         )
-        fig.add_traces(_point(truth[0], truth[1], TRUTH_COLOUR, "truth", 13, "truth"))
-    fig.add_traces(neighbour_traces(getattr(prediction, "neighbours", None) or []))
-    fig.add_traces(
-        _point(
-            prediction.latitude,
-            prediction.longitude,
-            PRED_COLOUR,
-            "prediction",
-            14,
-            f"prediction {prediction.latitude:.4f}, {prediction.longitude:.4f}",
-        )
+        traces += _point(truth[0], truth[1], TRUTH_COLOUR, "truth", 13, "truth")
+    traces += neighbour_traces(getattr(prediction, "neighbours", None) or [])
+    traces += _point(
+        prediction.latitude,
+        prediction.longitude,
+        PRED_COLOUR,
+        "prediction",
+        14,
+        f"prediction {prediction.latitude:.4f}, {prediction.longitude:.4f}",
     )
-    return _layout(fig)
+    return _map_figure(traces)
 
 
 def empty_map(height: int = 540) -> go.Figure:
     """Croatia's counties and outline with nothing on them (placeholder before a prediction)."""
-    return _layout(go.Figure([county_layer(None), _outline_trace()]), height)
+    return _map_figure([county_layer(None), _outline_trace()], height)
 
 
 def _error_markers(rows, end: str, ids, colour: str, size: int, name: str, group=None) -> go.Scattermap:

@@ -3,6 +3,7 @@ names the county containing the point; a truth gives the error, the region check
 
 import re
 
+import numpy as np
 import pytest
 
 from geodemo.data import read_locations, view_paths
@@ -59,5 +60,35 @@ def test_result_map_draws_both_credible_regions_the_truth_and_the_error_line(exa
     assert {"50% credible region", "90% credible region", "truth", "prediction"} <= set(names)
     assert any(n and n.startswith("error ") for n in names)
     wide, narrow = (next(t for t in fig.data if t.name == f"{m}% credible region") for m in (90, 50))
-    assert sum(v is not None for v in wide.lat) >= sum(v is not None for v in narrow.lat) > 3
+    assert np.isfinite(wide.lat).sum() >= np.isfinite(narrow.lat).sum() > 3  # rings split by NaN
     assert "truth" not in [t.name for t in result_figure(predictor, prediction).data]  # no truth, no marker
+
+
+def test_result_map_is_light_and_refers_to_the_served_static_layers(example, monkeypatch):
+    """The figure carries the counties and outline as URLs once an app serves them, no inline polygons, and
+    stays under 40 KB of JSON (it was 260 KB with the layers inline); the layers are built once."""
+    import json
+
+    from geodemo import maps
+    from geodemo.ui.predict_tab import result_figure
+
+    predictor, prediction, truth = example
+    inline = result_figure(predictor, prediction, truth).to_json()
+    monkeypatch.setattr(maps, "LAYER_URLS", {})
+    from geodemo.ui import map_layers
+
+    served = {route.path: route for route in map_layers.routes()}
+    fig = result_figure(predictor, prediction, truth)
+    text = fig.to_json()
+    assert len(text) < 40_000 < len(inline)
+    layers = [t for t in fig.data if t.type == "choroplethmap"]
+    assert sorted(t.geojson.split("?")[0] for t in layers) == [
+        f"{map_layers.PREFIX}/counties.geojson", f"{map_layers.PREFIX}/outline.geojson"
+    ]
+    for name in ("counties", "outline"):
+        assert maps.static_geojson(name) is maps.static_geojson(name)  # built once per process
+        body = served[f"/{map_layers.PREFIX}/{name}.geojson"].endpoint().body
+        assert json.loads(body) == maps.static_geojson(name)
+        coords = json.dumps(maps.static_geojson(name)["features"][0]["geometry"]["coordinates"])
+        assert max(len(x.split(".")[-1]) for x in coords.replace("[", "").replace("]", "").split(",")) <= 3
+    assert "coordinates" not in text and "coordinates" in inline

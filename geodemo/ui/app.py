@@ -75,6 +75,7 @@ def launch_kwargs(demo: gr.Blocks) -> dict:
     settings: Settings = demo.geodemo_settings
     from geodemo.data import images_dir
     from geodemo.geo import ASSETS_DIR
+    from geodemo.ui.map_layers import routes as layer_routes
     from geodemo.ui.rest import routes as rest_routes
 
     allowed = [ASSETS_DIR, *(images_dir(r) for r in [settings.labels_dir, *settings.data_roots])]
@@ -86,7 +87,8 @@ def launch_kwargs(demo: gr.Blocks) -> dict:
         "max_file_size": MAX_FILE_SIZE,
         "allowed_paths": [str(p) for p in dict.fromkeys(allowed)],
         "state_session_capacity": settings.max_sessions,  # each session's state costs memory: keep the newest
-        "app_kwargs": {"routes": rest_routes(settings, MAX_FILE_SIZE, CONCURRENCY)},  # POST /api/v1/predict
+        # POST /api/v1/predict; GET the maps' static GeoJSON layers (figures then carry only their URLs)
+        "app_kwargs": {"routes": rest_routes(settings, MAX_FILE_SIZE, CONCURRENCY) + layer_routes()},
         "show_error": True,
     }
 

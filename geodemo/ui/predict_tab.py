@@ -153,24 +153,34 @@ def build(settings: Settings) -> dict:
         prediction = Predictor.load(checkpoint).predict(views_dict(north, east, south, west))
         return prediction.to_json(), prediction
 
-    @user_errors
-    def render(prediction, north, east, south, west, checkpoint, show_cam, lat_text, lon_text):
-        predictor = Predictor.load(checkpoint)
+    def typed_truth(lat_text, lon_text):
+        """(truth or None, a warning sentence or None): a bad truth field must not hide the prediction."""
         try:
-            truth, truth_text = parse_truth(lat_text, lon_text), None
-        except ValueError as err:  # a bad truth field must not hide the prediction: say so beside it
-            truth, truth_text = None, f"⚠ {err}"
+            return parse_truth(lat_text, lon_text), None
+        except ValueError as err:
+            return None, f"⚠ {err}"
+
+    @user_errors
+    def tell(prediction, checkpoint, lat_text, lon_text):
+        """The summary and the truth's error, first after the prediction: no figure, no Grad-CAM."""
+        truth, warning = typed_truth(lat_text, lon_text)
+        told = warning or truth_markdown(Predictor.load(checkpoint), prediction, truth)
+        return summary_markdown(prediction), told
+
+    @user_errors
+    def draw(prediction, checkpoint, lat_text, lon_text):
+        """The prediction map (follows the summary)."""
+        return result_figure(Predictor.load(checkpoint), prediction, typed_truth(lat_text, lon_text)[0])
+
+    @user_errors
+    def gradcam(north, east, south, west, checkpoint, show_cam):
+        """The Grad-CAM overlays, last: off the path to the summary and the map."""
         cams = []
         if show_cam:
-            overlays = predictor.gradcam(views_dict(north, east, south, west))
+            overlays = Predictor.load(checkpoint).gradcam(views_dict(north, east, south, west))
             names = ("North", "East", "South", "West")
             cams = [(img, names[i] if i < 4 else str(i)) for i, img in sorted(overlays.items())]
-        return (
-            result_figure(predictor, prediction, truth),
-            summary_markdown(prediction),
-            truth_text or truth_markdown(predictor, prediction, truth),
-            gr.update(value=cams, visible=bool(cams)),
-        )
+        return gr.update(value=cams, visible=bool(cams))
 
     @user_errors
     def show_truth(prediction, lat_text, lon_text, checkpoint):
@@ -266,7 +276,8 @@ def build(settings: Settings) -> dict:
         with gr.Column(scale=2):
             truth_result = gr.Markdown("", elem_id="predict-truth-result")
             summary = gr.Markdown(EMPTY_SUMMARY, elem_id="predict-summary")
-    cams = gr.Gallery(label="Grad-CAM: what the model looked at", columns=4, height=260, visible=False)
+    cams = gr.Gallery(label="Grad-CAM: what the model looked at", columns=4, height=260, visible=False,
+                      elem_id="predict-cams")
     show_neighbours, neighbour_outputs = neighbours_panel.build(settings)
     with gr.Accordion("API response (JSON)", open=False):
         result = gr.JSON(label="/predict result")
@@ -283,25 +294,31 @@ def build(settings: Settings) -> dict:
     results = [figure, summary, truth_result, cams, result, prediction_state, *neighbour_outputs]
     truth_inputs = [prediction_state, truth_lat, truth_lon, checkpoint_state]
     checkpoint.change(lambda c: c, checkpoint, checkpoint_state, api_visibility="private")
+    # One click, four chained events: the API's prediction (shows its progress on the summary), then the
+    # summary straight away (no queue, no figure), the map, the neighbours, and Grad-CAM last in the queue.
     predicted = button.click(
         predict,
         [*views, checkpoint_state],
         [result, prediction_state],
         api_name="predict",
         concurrency_id="model",
+        show_progress_on=summary,
     )
-    rendered = predicted.success(
-        render,
-        [prediction_state, *views, checkpoint_state, show_cam, truth_lat, truth_lon],
-        [figure, summary, truth_result, cams],
-        api_name="predict_map",
-        api_visibility="undocumented",
-        concurrency_id="model",
+    told = predicted.success(
+        tell, [prediction_state, checkpoint_state, truth_lat, truth_lon], [summary, truth_result],
+        api_visibility="private", queue=False, show_progress="hidden",
     )
-    rendered.success(
+    drawn = told.success(
+        draw, [prediction_state, checkpoint_state, truth_lat, truth_lon], figure,
+        api_visibility="private", queue=False, show_progress="hidden",
+    )
+    drawn.success(
         show_neighbours, prediction_state, neighbour_outputs, api_visibility="private", queue=False
     )
-    for failed in (predicted, rendered):  # an error leaves no stale result next to the new inputs
+    cammed = drawn.success(
+        gradcam, [*views, checkpoint_state, show_cam], cams, api_visibility="private", concurrency_id="model"
+    )
+    for failed in (predicted, told, drawn, cammed):  # an error leaves no stale result next to the new inputs
         failed.failure(cleared_outputs, None, results, api_visibility="private", queue=False)
     clear_button.click(
         lambda: (*cleared_outputs(), *[None] * 4, "", "", ""),
