@@ -382,12 +382,40 @@ def train(
         save_checkpoint(task.model, model_config, out_dir)
         # a point model: store the training locations' embeddings (not from litdata chunks: no image files)
         if set(model_config.tasks) & {"geocell", "coords", "region"} and not getattr(dm, "chunks", False):
-            from geodemo.retrieval import index_checkpoint  # (neighbours, kNN vote)
-
-            index_checkpoint(out_dir, data_dir, dm.frames["train"]["uuid"], model_config.data_fingerprint)
+            write_retrieval_index(task.model, dm, out_dir, model_config.data_fingerprint)
         progress.write(stage="done", fraction=1.0, done=True, metrics=found)
         progress.say(f"done: checkpoint written to {out_dir}")
     return out_dir
+
+
+@torch.inference_mode()
+def write_retrieval_index(model, dm, out_dir, fingerprint: str, batch: int = 4096) -> Path:
+    """Store the training locations' fused embeddings as the checkpoint's similar-places index.
+
+    When every epoch trained on cached features (the backbone never changed), the index is fused from those
+    features: no second pass over the images (at 16k locations that pass costs as much as a cache fill).
+    Otherwise (fine-tuned backbone, flip TTA) the images are embedded again with the finished checkpoint.
+    """
+    from geodemo.retrieval import build_index, index_checkpoint
+
+    frame, bank = dm.frames["train"], getattr(dm.datasets.get("train"), "feats", None)
+    frozen = dm.use_cache and dm.cache_epochs >= dm.cfg.max_epochs and not model.config.tta_flip
+    if not frozen or bank is None or len(bank) != len(frame):
+        return index_checkpoint(out_dir, dm.data_dir, frame["uuid"], fingerprint)
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    fused = []
+    for start in range(0, len(bank), batch):
+        rows = range(start, min(start + batch, len(bank)))
+        feats = torch.stack([bank[i][0] for i in rows]).to(device)  # (n, V, D): the plain (unmirrored) views
+        mask = dm.datasets["train"].mask[start : rows.stop].to(device)
+        fused.append(model.fuse(feats, mask).float().cpu().numpy())
+    model.train(was_training)
+    keep = dm.datasets["train"].mask.any(1).numpy()
+    index = build_index(np.concatenate(fused)[keep], frame["latitude"].to_numpy()[keep],
+                        frame["longitude"].to_numpy()[keep], frame["uuid"].astype(str)[keep].tolist(),
+                        fingerprint)
+    return index.save(out_dir)
 
 
 def cross_validate(data_dir, out_root, cfg: TrainConfig, k: int = 5, prior_csv=None, **train_kwargs):
