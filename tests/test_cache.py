@@ -220,3 +220,16 @@ def test_frozen_epochs_before_unfreeze_read_the_cache_then_images(data, tmp_path
     import json
 
     assert json.loads((out / "config.json").read_text())["metrics"]["cache"]["used"] is True
+
+
+def test_view_crops_are_the_eval_transform_in_uint8(sample_dir):
+    """The fill's decode (uint8, no albumentations) gives exactly the eval transform's pixels."""
+    from geodemo.data import build_transform
+    from geodemo.images import load_rgb
+
+    paths = sorted((sample_dir / "images").glob("*/*.jpg"))[:4]
+    transform = build_transform(SIZE, (0.0, 0.0, 0.0), (1 / 255,) * 3, train=False)  # 0..255 as float
+    crops = emb._ViewCrops(paths, SIZE)
+    for i, path in enumerate(paths):
+        want = transform(image=load_rgb(path, min_side=SIZE))["image"]
+        assert crops[i].dtype == torch.uint8 and torch.allclose(crops[i].float(), want, atol=1e-3)

@@ -33,8 +33,8 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
-from geodemo.data import VIEW_HEADINGS, ImageScan, LocationDataset, build_transform, view_paths
-from geodemo.images import load_rgb
+from geodemo.data import VIEW_HEADINGS, ImageScan, LocationDataset, view_paths
+from geodemo.images import center_square, load_rgb
 from geodemo.onnx_engine import engine_setting, module_backbone
 
 PREPROCESSING_VERSION = 2  # bump when geodemo.data's eval transform changes (2: centre crop before resize)
@@ -298,19 +298,19 @@ def _keyset(hashes: FileHashes, prefix: str, files: list[tuple[str, int, int]]) 
 
 
 class _ViewCrops(Dataset):
-    """View files -> (3, S, S) uint8: geodemo.data's eval transform with the normalisation left out."""
+    """View files -> (3, S, S) uint8: the geometry of geodemo.data's eval transform (``center_square``),
+    normalised later per batch. In uint8 throughout: the albumentations pipeline with a pass-through
+    normalisation cost ~5x the CPU of the decode itself (20 vs 4 ms a view)."""
 
     def __init__(self, paths: list[Path], size: int):
         self.paths, self.size = paths, size
-        # mean 0, std 1/255: Normalize passes the 0..255 pixel values through (as float)
-        self.transform = build_transform(size, (0.0, 0.0, 0.0), (1 / 255,) * 3, train=False)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         rgb = load_rgb(self.paths[i], min_side=self.size)
-        return self.transform(image=rgb)["image"].round().to(torch.uint8)
+        return torch.from_numpy(center_square(rgb, self.size)).permute(2, 0, 1)
 
 
 def _normalise(crops: torch.Tensor, mean, std) -> torch.Tensor:
@@ -320,11 +320,16 @@ def _normalise(crops: torch.Tensor, mean, std) -> torch.Tensor:
     return crops.float() * scale + shift
 
 
-def _embedder(model, device: str, engine: str | None):
-    """(images (N, 3, S, S) -> (N, D) numpy, engine name): ONNX Runtime on CPU, else the torch backbone."""
+def _embedder(model, device: str, engine: str | None, sleeping: bool = False):
+    """(images (N, 3, S, S) -> (N, D) numpy, engine name): ONNX Runtime on CPU, else the torch backbone.
+
+    sleeping: ORT's idle threads sleep instead of spinning (decode workers share the cores).
+    """
     backbone = model.backbone
     if device == "cpu" and (engine or engine_setting()) != "torch":
         onnx = module_backbone(backbone, weights_hash(backbone), model.config.image_size)
+        if onnx is not None and sleeping:
+            onnx = onnx.sleeping()  # spinning threads took the decode worker's core (BENCHMARKS.md, fill)
         if onnx is not None:
             return (lambda x: onnx(x).numpy()), "onnx"
 
@@ -334,18 +339,22 @@ def _embedder(model, device: str, engine: str | None):
     return run, "torch"
 
 
-def measure_batch_size(embed, size: int, candidates=BATCH_CANDIDATES) -> int:
-    """The candidate batch size (images per forward) with the most images/s, timed on random input."""
-    best, best_rate = candidates[0], 0.0
-    for n in candidates:
-        x = torch.randn(n, 3, size, size)
+def measure_batch_size(embed, size: int, candidates=BATCH_CANDIDATES, rounds: int = 2) -> int:
+    """The candidate batch size (images per forward) with the most images/s, timed on random input.
+
+    Each candidate's best of ``rounds`` interleaved timings: on a shared machine one timing alone often
+    caught another job's burst and picked batch 4.
+    """
+    inputs = {n: torch.randn(n, 3, size, size) for n in candidates}
+    for x in inputs.values():
         embed(x)  # warm-up: allocations for this shape
-        t0 = time.perf_counter()
-        embed(x)
-        rate = n / max(time.perf_counter() - t0, 1e-9)
-        if rate > best_rate:
-            best, best_rate = n, rate
-    return best
+    seconds = {n: float("inf") for n in candidates}
+    for _ in range(rounds):
+        for n, x in inputs.items():
+            t0 = time.perf_counter()
+            embed(x)
+            seconds[n] = min(seconds[n], time.perf_counter() - t0)
+    return max(candidates, key=lambda n: n / max(seconds[n], 1e-9))
 
 
 @dataclass
@@ -502,14 +511,14 @@ def fill_cache(
     if len(plan):
         was_training = model.training
         model.eval().to(device)
-        embed, stats["engine"] = _embedder(model, device, engine)
+        workers = default_workers() if workers is None else workers
+        embed, stats["engine"] = _embedder(model, device, engine, sleeping=workers > 0)
         if not batch_size:
             big = len(plan) >= MEASURE_MIN_VIEWS
             batch_size = measure_batch_size(embed, image_size) if big else DEFAULT_BATCH
         stats["batch_size"] = batch_size
         cache.dir.mkdir(parents=True, exist_ok=True)
         cache.clean_temporary()
-        workers = default_workers() if workers is None else workers
         loader = DataLoader(
             _ViewCrops(plan.paths, image_size),
             batch_size=batch_size,

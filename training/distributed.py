@@ -141,13 +141,14 @@ class _ViewData(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         task = self.trainer.lightning_module
+        workers = _loader_workers(self.workers, self.trainer)
+        task.sleeping = workers > 0  # ORT's idle threads leave the cores to the decode workers
         if not self.batch_size:  # per rank, as fill_cache: measured when there is enough to embed
             share = len(self.plan) // max(1, self.trainer.world_size)
             measure = share >= emb.MEASURE_MIN_VIEWS
             self.batch_size = emb.DEFAULT_BATCH
             if measure:
                 self.batch_size = emb.measure_batch_size(task.embed, self.image_size)
-        workers = _loader_workers(self.workers, self.trainer)
         return DataLoader(
             _PlannedViews(self.plan.paths, self.image_size),
             batch_size=self.batch_size,
@@ -162,12 +163,12 @@ class _EmbedTask(L.LightningModule):
     def __init__(self, model: GeoModel, engine: str | None = None):
         super().__init__()
         self.model, self.engine = model, engine
-        self._embed = None
+        self._embed, self.sleeping = None, False
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
         """(N, 3, S, S) normalised -> (N, D): ONNX Runtime on a CPU rank where it can, else the backbone."""
         if self._embed is None:
-            self._embed, self.engine = emb._embedder(self.model, str(self.device), self.engine)
+            self._embed, self.engine = emb._embedder(self.model, str(self.device), self.engine, self.sleeping)
         return self._embed(images)
 
     def predict_step(self, batch, batch_idx: int) -> dict:
