@@ -13,7 +13,7 @@ Stages (the default recipe: ``--task multi``, lite0 offline weights, embedding c
   step, with its first batch loaded (``import_s``: importing ``training.fit`` before the call, not counted);
 - ``features``: location_keys with every fingerprint known, then the memory-mapped FeatureBank;
 - ``predict``: ``Predictor.predict_dataset`` (bundled checkpoint) on ``--predict`` locations -> images/s vs
-  the raw backbone at the batch predict uses (16 locations = 64 images).
+  the raw backbone at the batch predict uses (16 locations = 64 images), alternated PREDICT_ROUNDS times.
 
 Run: ``nice -n 10 python benchmarks/scale.py [--scales 1000 4000 16000] [--unique 500] [--predict 200]``.
 """
@@ -33,6 +33,7 @@ from pathlib import Path
 from _common import ROOT, SAMPLE, table, write_result
 
 STAGES = ("fill", "start", "features", "predict")
+PREDICT_ROUNDS = 5  # predict stage: predict_dataset and the raw backbone alternate this many times (medians)
 
 
 # ----------------------------------------------------------------------------------------- datasets
@@ -103,6 +104,11 @@ def _cpu_seconds() -> float:
     """User + system CPU seconds of this process and its finished children."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now, MB (Linux /proc)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _datamodule(data: Path, cache: Path):
@@ -181,20 +187,43 @@ def run_stage(stage: str, data: Path, cache: Path, work: Path, n_predict: int) -
             bank[i]
         out["bank_read_200_s"] = time.perf_counter() - t
     elif stage == "predict":
+        import numpy as np
         import pandas as pd
+        import torch
 
         from geodemo.predict import Predictor
 
         predictor = Predictor.load()
         frame = pd.read_csv(data / "data.csv").iloc[:: max(1, len(os.listdir(data / "images")) // n_predict)]
         frame = frame.head(n_predict).reset_index(drop=True)
-        predictor.predict_dataset(data, frame=frame.head(16))  # warm-up
-        t = time.perf_counter()
-        predictor.predict_dataset(data, frame=frame, batch_size=16)
-        seconds = time.perf_counter() - t
-        out["locations_per_s"] = len(frame) / seconds
-        out["images_per_s"] = 4 * len(frame) / seconds
-        out["raw_batch64_images_per_s"] = _raw_rate(predictor._onnx, 224, batches=(64,))
+        predictor.predict_dataset(data, frame=frame.head(32), batch_size=16)  # warm-up (both ONNX sessions)
+        # The reference: both ONNX sessions (interactive: spinning threads; batch: sleeping) on random input
+        # in the batches predict makes (16 locations = 64 images), alternated with it; the faster one counts.
+        images = 4 * len(frame)
+        batches = [torch.randn(min(64, images - s), 3, 224, 224) for s in range(0, images, 64)]
+        engines = {"raw_interactive": predictor._onnx, "raw_batch": predictor._batch_onnx}
+        rates: dict[str, list[float]] = {"predict": [], **{name: [] for name in engines}}
+        cpu_ms = {name: [] for name in rates}  # process CPU per image: what the work costs, whatever the load
+        rss_mb = [_rss_mb()]  # after the warm-up, then after each round: flat if nothing accumulates
+        subjects = list({"predict": None, **engines}.items())
+        for r in range(PREDICT_ROUNDS):
+            for name, engine in subjects[r % 3 :] + subjects[: r % 3]:  # no subject always runs first
+                t, cpu = time.perf_counter(), time.process_time()
+                if engine is None:
+                    predictor.predict_dataset(data, frame=frame, batch_size=16)
+                else:
+                    for x in batches:
+                        engine(x)
+                rates[name].append(images / (time.perf_counter() - t))
+                cpu_ms[name].append(1000 * (time.process_time() - cpu) / images)
+            rss_mb.append(_rss_mb())
+        medians = {name: float(np.median(r)) for name, r in rates.items()}
+        out["rates_images_per_s"] = rates
+        out["cpu_ms_per_image"] = {name: float(np.median(c)) for name, c in cpu_ms.items()}
+        out["predict_rss_mb"] = rss_mb
+        out["images_per_s"], out["locations_per_s"] = medians["predict"], medians["predict"] / 4
+        out["raw_batch64_images_per_s"] = max(medians[name] for name in engines)
+        out["predict_ratio_paired"] = float(np.median([p / max(r) for p, *r in zip(*rates.values())]))
     out["stage_s"] = time.perf_counter() - t0
     raw.append(_raw_rate(raw_engine, 224))
     out["raw_images_per_s"] = sum(raw) / 2
