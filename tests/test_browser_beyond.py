@@ -107,6 +107,11 @@ def test_neighbours_on_the_map_with_their_photos(page, browser, app_server, samp
     _shot(page, "neighbours")
     page.click("#predict-clear")  # Clear takes the neighbours away with the rest of the result
     page.locator("#predict-neighbours").wait_for(state="hidden")
+    page.wait_for_function(  # and the map (redrawn in place) shows no prediction any more
+        "(() => { const gd = document.querySelector('#predict-map .js-plotly-plot');"
+        " return !!(gd && gd.data) && !gd.data.some((t) => t.name === 'prediction'); })()"
+    )
+    page.wait_for_function("!document.querySelector('#predict-map').innerText.includes('similar-looking')")
     _mobile_shot(browser, app_server.url, "neighbours-390", lambda p: _predict_with_neighbours(p, sample_dir))
 
 

@@ -18,6 +18,13 @@ def _field(pg, elem_id: str):
     return pg.locator(f"#{elem_id} textarea, #{elem_id} input").first
 
 
+# the result map shows a prediction (Plotly's data on the page's map div)
+MAP_HAS_PREDICTION = (
+    "(() => { const gd = document.querySelector('#predict-map .js-plotly-plot');"
+    " return !!(gd && gd.data && gd.data.some((t) => t.name === 'prediction')); })()"
+)
+
+
 def _prediction_point(pg) -> tuple[float, float]:
     head = pg.locator("#predict-summary h3").inner_text()
     lat, lon = re.findall(r"(-?\d+\.\d+)°", head)[:2]
@@ -30,9 +37,13 @@ def test_truth_gives_the_error_and_an_error_clears_the_old_result(page, sample_d
     _field(page, "predict-truth-lat").fill("45,8150")  # a decimal comma is fine
     _field(page, "predict-truth-lon").fill("15.9819")
     _field(page, "predict-truth-lon").press("Tab")
+    page.evaluate("document.querySelector('#predict-map .js-plotly-plot').__before = true")
     page.click("#predict-button")
     page.wait_for_selector("#predict-summary h3")
     page.locator("#predict-truth-result", has_text="Error").wait_for()
+    page.wait_for_function(MAP_HAS_PREDICTION)
+    # drawn in place (Plotly.react on the map already there), not a re-created Plotly div and MapLibre map
+    assert page.evaluate("document.querySelector('#predict-map .js-plotly-plot').__before === true")
     text = page.locator("#predict-truth-result").inner_text()
     shown = float(re.search(r"Error: ([\d.]+) km", text).group(1))
     lat, lon = _prediction_point(page)
@@ -51,6 +62,7 @@ def test_truth_gives_the_error_and_an_error_clears_the_old_result(page, sample_d
     # the truth's result clears too (waited for: Gradio shows a pending timer there while the event runs)
     page.wait_for_function("document.querySelector('#predict-truth-result').innerText.trim() === ''")
     assert "appears here" in page.locator("#predict-summary").inner_text()
+    page.wait_for_function("!" + MAP_HAS_PREDICTION)  # and the map no longer shows the old prediction
     _shot(page, "predict_error_cleared")
 
     page.click("#predict-clear")

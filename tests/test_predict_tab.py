@@ -73,8 +73,8 @@ def test_result_map_is_light_and_refers_to_the_served_static_layers(example, mon
     from geodemo.ui.predict_tab import result_figure
 
     predictor, prediction, truth = example
+    monkeypatch.setattr(maps, "LAYER_URLS", {})  # no layer served yet (an app built earlier in this process)
     inline = result_figure(predictor, prediction, truth).to_json()
-    monkeypatch.setattr(maps, "LAYER_URLS", {})
     from geodemo.ui import map_layers
 
     served = {route.path: route for route in map_layers.routes()}

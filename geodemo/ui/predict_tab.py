@@ -32,8 +32,8 @@ TRUTH_HINT = (
     "<small>Optional: the true place, to see the error in km. Type it, click the result map, or upload a "
     "photo with GPS in its EXIF.</small>"
 )
-# Clicks on the result map (MapLibre inside Plotly) set the truth. The figure is redrawn after every
-# prediction, so poll for the current map and attach once per map object.
+# Clicks on the result map (MapLibre inside Plotly) set the truth. Plotly or Gradio may replace the map
+# object (a re-mounted Plot), so poll for the current map and attach once per map object.
 CLICK_JS = """
 const attach = () => {
   const gd = document.querySelector('#predict-map .js-plotly-plot');
@@ -47,6 +47,44 @@ const attach = () => {
   });
 };
 setInterval(attach, 400);
+"""
+# Gradio's Plot re-creates its Plotly div and MapLibre map (a new WebGL context) for every new value, ~2 s
+# in a software-GL browser. So every map the tab shows after page load goes as figure JSON to a hidden
+# textbox, and this handler redraws the existing map in place with Plotly.react (same config, so no
+# re-plot); only when no map exists yet does it hand the figure to the Plot. Draws are chained, so the last
+# value is the one shown.
+REDRAW_JS = """
+(fig, plot) => {
+  if (!fig) return plot;
+  window.__geodemoFigure = fig;
+  const gd = document.querySelector('#predict-map .js-plotly-plot');
+  if (!window.Plotly || !window.__geodemoRedraw || !gd || !gd._fullLayout) {  // no map yet: the Plot's
+    window.__geodemoPlotValue = fig;
+    return {type: 'plotly', plot: fig};
+  }
+  window.__geodemoRedraw(gd, fig);
+  return plot;  // the Plot's value unchanged: no re-created map
+}
+"""
+# Defines the in-place redraw (Gradio's own layout settings) and re-applies the last figure to a map that
+# Gradio has re-mounted since, so a re-mounted Plot never keeps showing an older value.
+REDRAW_SETUP_JS = """
+window.__geodemoRedraw = (gd, fig) => {
+  gd.__geodemoShown = fig;
+  const f = JSON.parse(fig);
+  const layout = f.layout || {};
+  layout.autosize = true;
+  layout.margin = Object.assign(layout.margin || {}, {autoexpand: true});
+  window.__geodemoDrawn = (window.__geodemoDrawn || Promise.resolve())
+    .then(() => window.Plotly.react(gd, f.data, layout)).catch((err) => console.error(err));
+};
+setInterval(() => {
+  const gd = document.querySelector('#predict-map .js-plotly-plot');
+  const fig = window.__geodemoFigure;
+  if (!fig || !window.Plotly || !gd || !gd._fullLayout || gd.__geodemoShown === fig) return;
+  if (gd.__geodemoShown === undefined && window.__geodemoPlotValue === fig) gd.__geodemoShown = fig;
+  else window.__geodemoRedraw(gd, fig);
+}, 400);
 """
 EMPTY_SUMMARY = "Prediction summary appears here."
 
@@ -169,8 +207,9 @@ def build(settings: Settings) -> dict:
 
     @user_errors
     def draw(prediction, checkpoint, lat_text, lon_text):
-        """The prediction map (follows the summary)."""
-        return result_figure(Predictor.load(checkpoint), prediction, typed_truth(lat_text, lon_text)[0])
+        """The prediction map's JSON (follows the summary; REDRAW_JS draws it in place)."""
+        figure = result_figure(Predictor.load(checkpoint), prediction, typed_truth(lat_text, lon_text)[0])
+        return figure.to_json()
 
     @user_errors
     def gradcam(north, east, south, west, checkpoint, show_cam):
@@ -190,12 +229,13 @@ def build(settings: Settings) -> dict:
             hint = "Enter the other true coordinate too to see the error in km."
             if prediction is None:
                 return gr.skip(), hint
-            return result_figure(Predictor.load(checkpoint), prediction, None), hint
+            return result_figure(Predictor.load(checkpoint), prediction, None).to_json(), hint
         truth = parse_truth(lat_text, lon_text)
         if prediction is None:
             return gr.skip(), truth_markdown(None, None, truth)
         predictor = Predictor.load(checkpoint)
-        return result_figure(predictor, prediction, truth), truth_markdown(predictor, prediction, truth)
+        figure = result_figure(predictor, prediction, truth)
+        return figure.to_json(), truth_markdown(predictor, prediction, truth)
 
     def clicked(evt: gr.EventData):
         data = evt._data or {}
@@ -214,7 +254,8 @@ def build(settings: Settings) -> dict:
 
     def cleared_outputs():
         """Empty results (after an error, so no stale answer stays next to new inputs, or on Clear)."""
-        empty = (maps.empty_map(), EMPTY_SUMMARY, "", gr.update(value=[], visible=False), None, None)
+        empty_map = maps.empty_map().to_json()
+        empty = (empty_map, EMPTY_SUMMARY, "", gr.update(value=[], visible=False), None, None)
         return (*empty, *show_neighbours(None))  # the neighbours panel goes too
 
     @user_errors
@@ -252,7 +293,7 @@ def build(settings: Settings) -> dict:
         truth_lon = gr.Textbox(label="True longitude (° E, optional)", placeholder="e.g. 15.9819 or 15,9819",
                                elem_id="predict-truth-lon", min_width=160)
         with gr.Column(scale=2, min_width=240):
-            hint = gr.HTML(TRUTH_HINT, js_on_load=CLICK_JS, elem_id="predict-truth-hint")
+            hint = gr.HTML(TRUTH_HINT, js_on_load=CLICK_JS + REDRAW_SETUP_JS, elem_id="predict-truth-hint")
             truth_note = gr.Markdown("", elem_id="predict-truth-note")
     with gr.Row(equal_height=True):
         checkpoint = gr.Dropdown(
@@ -273,6 +314,8 @@ def build(settings: Settings) -> dict:
     with gr.Row():
         figure = gr.Plot(maps.empty_map(), label="Prediction map (click it to set the truth)", scale=3,
                          elem_id="predict-map")
+        figure_json = gr.Textbox(visible="hidden", lines=1, max_lines=1, container=False,
+                                 elem_id="predict-figure-json")  # the map shown, drawn in place (REDRAW_JS)
         with gr.Column(scale=2):
             truth_result = gr.Markdown("", elem_id="predict-truth-result")
             summary = gr.Markdown(EMPTY_SUMMARY, elem_id="predict-summary")
@@ -291,7 +334,7 @@ def build(settings: Settings) -> dict:
                 upload_button = gr.Button("Validate and add")
 
     prediction_state = gr.State(None)
-    results = [figure, summary, truth_result, cams, result, prediction_state, *neighbour_outputs]
+    results = [figure_json, summary, truth_result, cams, result, prediction_state, *neighbour_outputs]
     truth_inputs = [prediction_state, truth_lat, truth_lon, checkpoint_state]
     checkpoint.change(lambda c: c, checkpoint, checkpoint_state, api_visibility="private")
     # One click, four chained events: the API's prediction (shows its progress on the summary), then the
@@ -309,9 +352,11 @@ def build(settings: Settings) -> dict:
         api_visibility="private", queue=False, show_progress="hidden",
     )
     drawn = told.success(
-        draw, [prediction_state, checkpoint_state, truth_lat, truth_lon], figure,
+        draw, [prediction_state, checkpoint_state, truth_lat, truth_lon], figure_json,
         api_visibility="private", queue=False, show_progress="hidden",
     )
+    figure_json.change(None, [figure_json, figure], figure, js=REDRAW_JS, api_visibility="private",
+                       queue=False, show_progress="hidden")
     drawn.success(
         show_neighbours, prediction_state, neighbour_outputs, api_visibility="private", queue=False
     )
@@ -329,9 +374,9 @@ def build(settings: Settings) -> dict:
     )
     for box in (truth_lat, truth_lon):
         for event in (box.submit, box.blur):
-            event(show_truth, truth_inputs, [figure, truth_result], api_visibility="private")
+            event(show_truth, truth_inputs, [figure_json, truth_result], api_visibility="private")
     hint.click(clicked, None, [truth_lat, truth_lon, truth_note], api_visibility="private", queue=False).then(
-        show_truth, truth_inputs, [figure, truth_result], api_visibility="private"
+        show_truth, truth_inputs, [figure_json, truth_result], api_visibility="private"
     )
     for view in views:  # new photos make the shown result stale: it goes at once
         view.change(cleared_outputs, None, results, api_visibility="private", queue=False)
