@@ -115,4 +115,11 @@ def test_truth_at_phone_width(browser, app_server, sample_dir):  # noqa: F811
     time.sleep(2)
     ARTIFACTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / "predict_truth_390.png"), full_page=True)
+    # the whole country stays in view on a phone: the map zooms out to fit Croatia's extent
+    bounds = pg.evaluate("""() => {
+      const gd = document.querySelector('#predict-map .js-plotly-plot');
+      const b = gd._fullLayout.map._subplot.map.getBounds();
+      return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()];
+    }""")
+    assert bounds[0] < 13.6 and bounds[2] > 19.3 and bounds[1] < 42.5 and bounds[3] > 46.4, bounds
     context.close()

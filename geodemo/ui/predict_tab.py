@@ -69,10 +69,19 @@ REDRAW_JS = """
 # Defines the in-place redraw (Gradio's own layout settings) and re-applies the last figure to a map that
 # Gradio has re-mounted since, so a re-mounted Plot never keeps showing an older value.
 REDRAW_SETUP_JS = """
+// The figures' zoom shows the whole country in a map ~650 px wide; a narrower map (a phone) zooms out
+// to keep all of Croatia in view.
+window.__geodemoFitZoom = (gd, zoom) => {
+  const w = gd.clientWidth;
+  return w > 0 && w < 650 ? zoom + Math.log2(w / 650) : zoom;
+};
 window.__geodemoRedraw = (gd, fig) => {
   gd.__geodemoShown = fig;
   const f = JSON.parse(fig);
   const layout = f.layout || {};
+  if (layout.map && typeof layout.map.zoom === 'number') {
+    layout.map.zoom = window.__geodemoFitZoom(gd, layout.map.zoom);
+  }
   layout.autosize = true;
   layout.margin = Object.assign(layout.margin || {}, {autoexpand: true});
   window.__geodemoDrawn = (window.__geodemoDrawn || Promise.resolve())
@@ -80,6 +89,12 @@ window.__geodemoRedraw = (gd, fig) => {
 };
 setInterval(() => {
   const gd = document.querySelector('#predict-map .js-plotly-plot');
+  const zoom = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map.zoom;
+  if (window.Plotly && typeof zoom === 'number' && !gd.__geodemoFitted) {  // the page-load map, once
+    gd.__geodemoFitted = true;
+    const fitted = window.__geodemoFitZoom(gd, zoom);
+    if (fitted !== zoom) window.Plotly.relayout(gd, {'map.zoom': fitted});
+  }
   const fig = window.__geodemoFigure;
   if (!fig || !window.Plotly || !gd || !gd._fullLayout || gd.__geodemoShown === fig) return;
   if (gd.__geodemoShown === undefined && window.__geodemoPlotValue === fig) gd.__geodemoShown = fig;
