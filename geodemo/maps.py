@@ -114,14 +114,12 @@ def _map_layout(height: int = 540) -> dict:
     }
 
 
-def _map_figure(traces: list, height: int = 540) -> go.Figure:
+def _map_figure(traces: list, height: int = 540, legend_title: str | None = None) -> go.Figure:
     """A map from its traces, laid out in the constructor (update_layout afterwards costs ~10-100 ms)."""
-    return go.Figure(traces, layout=_map_layout(height))
-
-
-def _layout(fig: go.Figure, height: int = 540) -> go.Figure:
-    fig.update_layout(**_map_layout(height))
-    return fig
+    layout = _map_layout(height)
+    if legend_title:
+        layout["legend"]["title"] = {"text": legend_title}
+    return go.Figure(traces, layout=layout)
 
 
 def _point(lat, lon, colour: str, name: str, size: int, text: str) -> list[go.Scattermap]:
@@ -316,7 +314,7 @@ def error_map(frame: pd.DataFrame) -> go.Figure:
     Args:
         frame: columns true_lat, true_lon, pred_lat, pred_lon, error_km [, uuid].
     """
-    fig = go.Figure([county_layer(None), _outline_trace()])
+    traces = [county_layer(None), _outline_trace()]
     bins = pd.cut(frame.error_km, ERROR_BINS_KM, right=False)
     ids = frame.get("uuid", pd.Series("", index=frame.index)).astype(str)
     for (interval, group), colour in zip(frame.groupby(bins, observed=False), ERROR_COLOURS):
@@ -326,25 +324,23 @@ def error_map(frame: pd.DataFrame) -> go.Figure:
         lons = np.column_stack([group.true_lon, group.pred_lon, np.full(len(group), np.nan)]).ravel()
         hi = "" if math.isinf(interval.right) else f"{interval.right:.0f}"
         label = f"{interval.left:.0f}-{hi} km" if hi else f">= {interval.left:.0f} km"
-        fig.add_trace(
+        traces.append(
             go.Scattermap(
                 lat=lats, lon=lons, mode="lines", line={"width": 2.5, "color": colour}, hoverinfo="skip",
                 showlegend=False, legendgroup=label,
             )
         )
-        fig.add_trace(
+        traces.append(
             _error_markers(group, "pred", ids, colour, 9, f"prediction, error {label} ({len(group)})", label)
         )
-    fig.add_trace(  # the truth on top: a black dot in a white ring, unlike any prediction
+    traces.append(  # the truth on top: a black dot in a white ring, unlike any prediction
         go.Scattermap(
             lat=frame.true_lat, lon=frame.true_lon, mode="markers", marker={"size": 11, "color": "white"},
             hoverinfo="skip", showlegend=False,
         )
     )
-    fig.add_trace(_error_markers(frame, "true", ids, TRUTH_MARK, 6, f"truth ({len(frame)})"))
-    fig = _layout(fig)
-    fig.update_layout(legend={"title": {"text": "truth ● — line — ● prediction"}})
-    return fig
+    traces.append(_error_markers(frame, "true", ids, TRUTH_MARK, 6, f"truth ({len(frame)})"))
+    return _map_figure(traces, legend_title="truth ● — line — ● prediction")
 
 
 def error_histogram(frame: pd.DataFrame) -> go.Figure:
@@ -509,11 +505,11 @@ def game_figure(result: dict, height: int = 460) -> go.Figure:
         result: a geodemo.game round result ({truth, guess, model: {latitude, longitude}, you_km, model_km}).
     """
     truth = (result["truth"]["latitude"], result["truth"]["longitude"])
-    fig = go.Figure([county_layer(), _outline_trace()])
+    traces = [county_layer(), _outline_trace()]
     for key, colour, name in (("guess", GUESS_COLOUR, "your guess"), ("model", PRED_COLOUR, "model")):
         point = (result[key]["latitude"], result[key]["longitude"])
         km = result["you_km" if key == "guess" else "model_km"]
-        fig.add_trace(
+        traces.append(
             go.Scattermap(
                 lat=[truth[0], point[0]],
                 lon=[truth[1], point[1]],
@@ -523,9 +519,9 @@ def game_figure(result: dict, height: int = 460) -> go.Figure:
                 name=f"{name}: {km:.0f} km",
             )
         )
-        fig.add_traces(_point(*point, colour, name, 13, f"{name} {point[0]:.4f}, {point[1]:.4f}"))
-    fig.add_traces(_point(*truth, TRUTH_COLOUR, "truth", 15, f"truth {truth[0]:.4f}, {truth[1]:.4f}"))
-    return _layout(fig, height)
+        traces += _point(*point, colour, name, 13, f"{name} {point[0]:.4f}, {point[1]:.4f}")
+    traces += _point(*truth, TRUTH_COLOUR, "truth", 15, f"truth {truth[0]:.4f}, {truth[1]:.4f}")
+    return _map_figure(traces, height)
 
 
 NEIGHBOUR_COLOUR = "#e377c2"  # pink: apart from the yellow-red cell heatmap
