@@ -7,11 +7,15 @@ raw file host, checks every view is a readable image, keeps only ``uuid,latitude
 finished folder into place in one step, so an interrupted run leaves nothing half-written.
 
 Usage (repo root):
-    .venv/bin/python scripts/fetch_sample.py                  # -> data/lumen-sample
-    .venv/bin/python scripts/fetch_sample.py --out ../shared/data/lumen-sample
+    .venv/bin/python scripts/fetch_sample.py                  # -> data/lumen-sample ($GEODEMO_SAMPLE if set)
+    .venv/bin/python scripts/fetch_sample.py --if-missing     # a no-op when geodemo.paths finds a sample
+    .venv/bin/python scripts/fetch_sample.py --out /data/lumen-sample
     .venv/bin/python scripts/fetch_sample.py --ref <commit>   # a fixed revision instead of the default branch
 
-Exit status: 0 done, 1 a download or file failed, 2 bad arguments.
+``--if-missing`` is what the README's test command runs first: a no-op where the sample is found
+($GEODEMO_SAMPLE, else data/lumen-sample, else ../shared/data/lumen-sample), a download otherwise.
+
+Exit status: 0 done (or nothing to do), 1 a download or file failed, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geodemo.data import DatasetError, read_locations  # noqa: E402
 from geodemo.images import ImageError, load_rgb  # noqa: E402
+from geodemo.paths import REPO as PROJECT  # noqa: E402
+from geodemo.paths import SAMPLE_ENV, find_sample, sample_candidates  # noqa: E402
 
 REPO = "ciglenecki/geoguessr-ai"
 FOLDER = "data/dataset_external_subset"
@@ -95,21 +101,30 @@ def main(argv=None) -> int:
         description="Download the public 100-location LUMEN 2022 sample (data.csv + images/<uuid>/*.jpg).",
         epilog=f"Source: github.com/{REPO}, folder {FOLDER}. Imagery (c) Google.",
     )
-    parser.add_argument("--out", type=Path, default=Path("data/lumen-sample"),
-                        help="folder to create (default: data/lumen-sample); must not exist yet")
+    default_out = sample_candidates()[0]  # $GEODEMO_SAMPLE when set, else data/lumen-sample in the repository
+    shown = default_out.relative_to(PROJECT) if default_out.is_relative_to(PROJECT) else default_out
+    parser.add_argument("--out", type=Path, default=default_out,
+                        help=f"folder to create (default: ${SAMPLE_ENV} if set, else {shown}); "
+                             "must not exist yet")
+    parser.add_argument("--if-missing", action="store_true",
+                        help="do nothing when a sample is already found ($GEODEMO_SAMPLE, data/lumen-sample, "
+                             "../shared/data/lumen-sample); download it otherwise")
     parser.add_argument("--ref", default="HEAD",
                         help="branch, tag or commit of the repository (default: HEAD)")
     parser.add_argument("--base-url", default=f"https://raw.githubusercontent.com/{REPO}",
                         help="where the repository's raw files are served (a mirror, or file:// for a copy)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per file (default: 30)")
     args = parser.parse_args(argv)
+    if args.if_missing and find_sample() is not None:
+        return 0
     if args.out.exists():
         print(f"error: {args.out} already exists; remove it or pass another --out.", file=sys.stderr)
         return 2
     try:
         n = fetch(args.out, args.base_url, args.ref, args.timeout)
     except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: the LUMEN sample (needed by the tests and the examples) is missing and {exc}",
+              file=sys.stderr)
         return 1
     print(f"{n} locations in {args.out}; check them with: python -m training validate-data {args.out}")
     return 0

@@ -1,25 +1,28 @@
 """Shared test fixtures: real sample data, offline settings, tiny budgets."""
 
 import os
-import tempfile
 from pathlib import Path
+
+from geodemo.paths import DataNotFound, scratch_dir
+from geodemo.paths import prior_csv as _prior_csv
+from geodemo.paths import sample_dir as _sample_dir
 
 # Hub access must never be needed: tests run offline, as CI does.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-# Exported ONNX backbones (geodemo.onnx_engine) go to a throwaway cache, not the user's ~/.cache.
-os.environ.setdefault("GEODEMO_CACHE_DIR", tempfile.mkdtemp(prefix="geodemo-test-cache-"))
-# Uploads in this session's own folder: an app deletes its uploads when it stops (delete_cache), which in a
-# shared /tmp/gradio would pull files from under another test session's app.
-os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="geodemo-test-uploads-"))
+# One scratch folder for this test session (<tmp>/geodemo/tests-<pid>), removed when pytest exits: exported
+# ONNX backbones (geodemo.onnx_engine) go there instead of the user's ~/.cache, and so do the apps' uploads
+# (an app deletes its uploads when it stops, which in a shared /tmp/gradio would pull files from under
+# another test session's app).
+_SCRATCH = scratch_dir("tests")
+os.environ.setdefault("GEODEMO_CACHE_DIR", str(_SCRATCH / "cache"))
+os.environ.setdefault("GRADIO_TEMP_DIR", str(_SCRATCH / "uploads"))
 
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SAMPLE_DIR = SHARED / "data" / "lumen-sample"
-PRIOR_CSV = SHARED / "data" / "lumen-coords.csv"
+PRIOR_CSV = _prior_csv()  # shipped with the project (assets/data/lumen-coords.csv)
 # The /predict JSON contract fixed by the issues (spelled out here, not imported from the code under test).
 PREDICT_CONTRACT = frozenset(
     {"latitude", "longitude", "county", "county_probabilities"}
@@ -30,19 +33,20 @@ PREDICT_CONTRACT = frozenset(
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    """The real LUMEN sample: 100 locations x 4 views (read-only: copy before breaking it)."""
-    if not (SAMPLE_DIR / "data.csv").exists():
-        pytest.fail(f"the real sample data is missing at {SAMPLE_DIR}; fetch it with "
-                    f"`python scripts/fetch_sample.py --out {SAMPLE_DIR}` (needs internet)")
-    return SAMPLE_DIR
+    """The real LUMEN sample: 100 locations x 4 views (read-only: copy before breaking it).
+
+    Found through geodemo.paths: $GEODEMO_SAMPLE, else data/lumen-sample, else ../shared/data/lumen-sample.
+    """
+    try:
+        return _sample_dir()
+    except DataNotFound as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
 def prior_csv() -> Path:
-    """4,732 real Street View coordinates used as the cell prior."""
-    if not PRIOR_CSV.is_file():
-        pytest.fail(f"the coordinate prior is missing at {PRIOR_CSV}; "
-                    "see README.md, 'Where the data comes from'")
+    """4,732 real Street View coordinates used as the cell prior (shipped with the project)."""
+    assert PRIOR_CSV.is_file(), f"the shipped coordinate prior is missing at {PRIOR_CSV}"
     return PRIOR_CSV
 
 
