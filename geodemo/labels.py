@@ -25,18 +25,24 @@ from filelock import FileLock
 
 from geodemo import geo
 from geodemo.data import VIEW_HEADINGS, is_safe_id, read_locations
-from geodemo.images import ImageError, encode_jpeg, load_rgb
+from geodemo.images import ImageError, check_view_side, decode_budget, encode_jpeg, load_rgb
 
 COLUMNS = ("uuid", "latitude", "longitude", "heading", "county")
 REQUEST_COLUMN = "request_id"  # added to data.csv the first time a client sends a request id
 SOURCE_COLUMN = "source_uuid"  # the location id in the folder a label was made from (traceability)
 LOCK_TIMEOUT_S = 60
+STORED_SIDE = 640  # JPEG views are decoded at the smallest scale keeping this shorter side (a LUMEN view's)
+HEADING_RANGE = (-360.0, 360.0)  # degrees; anything else is a typo, not a direction
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 log = logging.getLogger("geodemo.labels")
 
 
 class LabelError(ValueError):
     """A label that was refused; nothing was written."""
+
+
+class LabelConflict(LabelError):
+    """A request id already stored with other views or coordinates (HTTP's 409 Conflict)."""
 
 
 @dataclass
@@ -88,7 +94,7 @@ def _storage_error(root: Path, exc: OSError) -> LabelError:
                       "disk space or set GEODEMO_LABELS_DIR to a writable folder and save again.")
 
 
-def _write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     """Write bytes to `path` via a temporary file (in `tmp_dir`, same file system), fsync and os.replace."""
     fd, tmp = tempfile.mkstemp(dir=tmp_dir or path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -100,6 +106,26 @@ def _write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _encode_views(views: dict) -> dict[int, bytes]:
+    """{heading: source} -> {heading: JPEG bytes}; the views share one request's decode budget."""
+    encoded = {}
+    with decode_budget():
+        for key, source in (views or {}).items():
+            if source is None:
+                continue
+            if str(key) not in {str(h) for h in VIEW_HEADINGS}:
+                raise LabelError(f"View key {key!r} is not a heading; use 0, 90, 180 or 270.")
+            name = f"The {key}° view"
+            try:
+                rgb = load_rgb(source, min_side=STORED_SIDE, name=name)
+                encoded[int(key)] = encode_jpeg(check_view_side(rgb, name))
+            except ImageError as exc:
+                raise LabelError(str(exc)) from None
+    if not encoded:
+        raise LabelError("No views were given; add at least one photo.")
+    return encoded
 
 
 class LabelStore:
@@ -160,7 +186,7 @@ class LabelStore:
             writer.writeheader()
             writer.writerows(rows)
             buf.seek(0)
-            _write_atomic(self.csv_path, buf.read().encode("utf-8"), self.tmp_dir)
+            write_atomic(self.csv_path, buf.read().encode("utf-8"), self.tmp_dir)
 
     def add(self, views: dict, latitude, longitude, heading: float | None = None,
             request_id: str | None = None, source_uuid: str | None = None) -> LabelResult:
@@ -191,19 +217,12 @@ class LabelStore:
             raise LabelError(f"The point ({lat:.4f}, {lon:.4f}) is {km:.0f} km outside Croatia; "
                              f"click inside the country.")
         if heading is not None and heading != "":
-            heading = _number(heading, "heading") % 360
-        encoded = {}
-        for key, source in (views or {}).items():
-            if source is None:
-                continue
-            if str(key) not in {str(h) for h in VIEW_HEADINGS}:
-                raise LabelError(f"View key {key!r} is not a heading; use 0, 90, 180 or 270.")
-            try:
-                encoded[int(key)] = encode_jpeg(load_rgb(source, name=f"The {key}° view"))
-            except ImageError as exc:
-                raise LabelError(str(exc)) from None
-        if not encoded:
-            raise LabelError("No views were given; add at least one photo.")
+            heading = _number(heading, "heading")
+            if not HEADING_RANGE[0] <= heading <= HEADING_RANGE[1]:
+                raise LabelError(f"The heading {heading:g} is outside -360..360 degrees; give the direction "
+                                 "of the north view in degrees clockwise from north (0-360).")
+            heading %= 360
+        encoded = _encode_views(views)
 
         county = int(geo.county_index(lat, lon))
         new_id = str(uuidlib.uuid4())
@@ -217,6 +236,7 @@ class LabelStore:
                 if request_id is not None:
                     done = next((r for r in rows if r.get(REQUEST_COLUMN) == request_id), None)
                     if done is not None:
+                        self._check_same(done, row, encoded, request_id)
                         return LabelResult(uuid=done["uuid"], count=len(rows), root=str(self.root))
                     fields += [] if REQUEST_COLUMN in fields else [REQUEST_COLUMN]
                     row[REQUEST_COLUMN] = request_id
@@ -229,13 +249,24 @@ class LabelStore:
                         folder = self.root / "images" / new_id
                 folder.mkdir(parents=True)
                 for key, data in encoded.items():
-                    _write_atomic(folder / f"{key}.jpg", data, self.tmp_dir)
+                    write_atomic(folder / f"{key}.jpg", data, self.tmp_dir)
                 rows.append(row)
                 self._write_rows(fields, rows)
         except OSError as exc:  # data.csv is replaced last, so the stored rows are untouched
             shutil.rmtree(folder, ignore_errors=True)
             raise _storage_error(self.root, exc) from None
         return LabelResult(uuid=new_id, count=len(rows), root=str(self.root))
+
+    def _check_same(self, done: dict, row: dict, encoded: dict[int, bytes], request_id: str) -> None:
+        """A retry must carry what the stored label holds: the same point and the same views."""
+        folder = self.root / "images" / done["uuid"]
+        stored = {int(p.stem): p for p in folder.glob("*.jpg") if p.stem.isdigit()} if folder.is_dir() else {}
+        same = (done.get("latitude") == row["latitude"] and done.get("longitude") == row["longitude"]
+                and set(stored) == set(encoded)
+                and all(stored[k].read_bytes() == encoded[k] for k in encoded))
+        if not same:
+            raise LabelConflict(f"The request id {request_id!r} was already used for a different label "
+                                "(other views or coordinates); nothing was stored: send a fresh request id.")
 
     def undo_last(self) -> str | None:
         """Remove the last row and then its images; returns its uuid, or None if the store is empty."""

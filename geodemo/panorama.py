@@ -48,6 +48,20 @@ def check_equirectangular(width: int, height: int, name: str = "the panorama") -
         )
 
 
+def check_heading(centre_heading) -> float:
+    """The centre heading as degrees, or PanoramaError when it is not a number within -360..360."""
+    try:
+        value = float(centre_heading)
+    except (TypeError, ValueError, OverflowError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise PanoramaError(f"the panorama centre heading {centre_heading!r} is not a number; give 0-360°.")
+    if not -360.0 <= value <= 360.0:
+        raise PanoramaError(f"the panorama centre heading {value:g}° is outside -360..360°; give the compass "
+                            "heading the panorama's centre faces, 0-360°.")
+    return value
+
+
 def view_yaw(heading: float, centre_heading: float) -> float:
     """Yaw of a view relative to the panorama centre, degrees in [-180, 180) (+ = right = clockwise)."""
     return (float(heading) - float(centre_heading) + 180.0) % 360.0 - 180.0
@@ -77,8 +91,7 @@ def panorama_views(
     """
     import py360convert
 
-    if not math.isfinite(float(centre_heading)):
-        raise PanoramaError(f"the panorama centre heading {centre_heading!r} is not a number; give 0-360°.")
+    check_heading(centre_heading)
     # A 90° view of `size` px needs an equirectangular width of size * 360 / fov: decode no larger.
     need_w = int(math.ceil(size * 360.0 / fov_deg))
     rgb = load_rgb(image, min_side=need_w // 2, name=name)

@@ -27,9 +27,11 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from geodemo.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
-from geodemo.data import LocationDataset, read_locations, validate_dataset, view_paths
+from geodemo.data import read_locations, view_paths
+from geodemo.dataset import LocationDataset
 from geodemo.images import MAX_ASPECT, ImageError, center_square, load_rgb
 from geodemo.labels import LabelError, LabelStore
+from geodemo.validate import validate_dataset
 
 pytest_plugins = ["app_fixtures"]
 LAT, LON = 45.8150, 15.9819  # Zagreb
@@ -285,15 +287,15 @@ def test_job_queue_is_capped_and_old_jobs_are_pruned(tmp_path):
 
 
 def test_devices_are_capped_by_the_machine(sample_dir, tmp_path):
-    from geodemo import jobs
+    from geodemo import jobform
 
-    cores, kind = jobs.max_devices("cpu")
+    cores, kind = jobform.max_devices("cpu")
     params = {"task": "geocell", "backbone": "test_efficientnet", "dataset": str(sample_dir), "name": "x",
               "max_epochs": 1, "image_size": 0, "batch_size": 4, "lr": 1e-3, "unfreeze_epoch": -1,
               "accelerator": "cpu", "devices": cores}
-    jobs.train_args(params, [sample_dir], tmp_path)
-    with pytest.raises(jobs.JobError, match=f"at most {cores}, the number of CPU cores"):
-        jobs.train_args({**params, "devices": cores + 1}, [sample_dir], tmp_path)
+    jobform.train_args(params, [sample_dir], tmp_path)
+    with pytest.raises(jobform.JobError, match=f"at most {cores}, the number of CPU cores"):
+        jobform.train_args({**params, "devices": cores + 1}, [sample_dir], tmp_path)
     code, _, err = _cli("train", "--task", "geocell", "--data", str(sample_dir), "--out", str(tmp_path / "o"),
                         "--accelerator", "cpu", "--devices", str(cores + 1))
     assert code == 2 and "--devices" in err and kind in err

@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from geodemo.data import validate_dataset, view_paths
+from geodemo.data import view_paths
 from geodemo.labels import LabelError, LabelStore
+from geodemo.validate import validate_dataset
 
 ZAGREB = (45.8150, 15.9819)
 VIENNA = (48.2082, 16.3738)
-TINY = np.full((8, 8, 3), 120, np.uint8)
+TINY = np.full((40, 40, 3), 120, np.uint8)  # above the 32-pixel minimum side
 
 
 @pytest.fixture(scope="module")

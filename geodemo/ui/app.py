@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import gradio as gr
+import os
+import re
+import secrets
+from pathlib import Path
 
+import gradio as gr
+from starlette.middleware import Middleware
+
+from geodemo.data import VIEW_SUFFIXES
 from geodemo.jobs import JobManager
 from geodemo.ui import evaluate_tab, label_tab, panorama_tab, play_tab, predict_tab, train_tab
-from geodemo.ui.common import register_paths, theme
+from geodemo.ui.common import OWNER_COOKIE, register_paths, theme
 from geodemo.ui.settings import Settings
-from geodemo.ui.train_tab import PROGRESS_CSS
+from geodemo.ui.widgets import PROGRESS_CSS
 
 MAX_FILE_SIZE = "25mb"
 CONCURRENCY = 2  # queued events that run at once (launch); app.py sizes torch's thread pool by it
@@ -36,7 +43,7 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
     cleanup = (max(1, min(600, ttl // 2)), ttl)  # (every s, older than s)
     with gr.Blocks(title="geodemo: where in Croatia?", delete_cache=cleanup) as demo:
         gr.Markdown(HEADER)
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # a phone shows every tab, none behind a "⋯" menu
             with gr.Tab("Predict", id="predict") as predict_page:
                 with gr.Tabs():
                     with gr.Tab("Four views", id="predict-views"):
@@ -61,34 +68,113 @@ def build_app(settings: Settings | None = None) -> gr.Blocks:
 
         for page in (predict_page, label_page, train_page, evaluate_page):
             page.select(refresh_checkpoints, None, selectors, api_visibility="private", queue=False)
+        for selector in selectors:  # a checkpoint uploaded or trained since the page loaded is accepted too
+            selector.preprocess = _current_checkpoint(settings)
     demo.geodemo_settings = settings
     demo.geodemo_jobs = manager
     return demo
 
 
+def _current_checkpoint(settings: Settings):
+    """A checkpoint selector's preprocess that checks the value against the checkpoints there are now, not
+    the list the page was built with (else an API call could not name a just-uploaded checkpoint)."""
+
+    def preprocess(payload):
+        if payload is None or payload in {path for _, path in settings.checkpoint_choices()}:
+            return payload
+        raise gr.Error(f"Checkpoint {Path(str(payload)).name!r} is not one of the available checkpoints; "
+                       "pick one from the list.", print_exception=False)
+
+    return preprocess
+
+
+class DataFileGuard:
+    """ASGI middleware: Gradio's file route serves only view images out of the data folders.
+
+    Under `roots` (uploads, labels, data roots) a file is served only when it is a view,
+    ``.../images|data/<id>/<file>.jpg|.jpeg|.png`` with no hidden part: never data.csv (ground truth),
+    a lock or a temporary file. Everything else is Gradio's own allow-list.
+    """
+
+    def __init__(self, app, roots: list[str]):
+        self.app = app
+        self.roots = [os.path.realpath(r) for r in roots]
+
+    def refused(self, raw: str) -> bool:
+        """True when `raw` (the requested path) lies in a data folder and is not a view image."""
+        target = os.path.realpath(raw)
+        for root in self.roots:
+            if os.path.commonpath([target, root]) == root:
+                parts = Path(os.path.relpath(target, root)).parts
+                view = (len(parts) >= 3 and parts[-3] in ("images", "data")
+                        and Path(target).suffix.lower() in VIEW_SUFFIXES)
+                return not view or any(part.startswith(".") for part in parts)
+        return False
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        found = re.search(r"/file(?:=|/)(.+)$", path)
+        if found and self.refused(found.group(1)):
+            body = b'{"error": "Only view images of the datasets are served."}'
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+class OwnerCookie:
+    """ASGI middleware: the app's page sets a random `OWNER_COOKIE` when the browser has none, so the jobs
+    and checkpoints a visitor makes stay theirs across reloads (geodemo.ui.common.session_owner)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") not in ("/", ""):
+            return await self.app(scope, receive, send)
+        cookies = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie").decode("latin-1")
+        if re.search(rf"(?:^|;\s*){OWNER_COOKIE}=[0-9a-f]{{32}}(?:;|$)", cookies):
+            return await self.app(scope, receive, send)
+        cookie = f"{OWNER_COOKIE}={secrets.token_hex(16)}; Path=/; HttpOnly; SameSite=Lax".encode()
+
+        async def send_with_cookie(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
 def launch_kwargs(demo: gr.Blocks) -> dict:
     """launch() arguments: offline theme, upload limit, and only the app's own folders reachable.
 
-    Of the data roots and the labels folder only the images are served: never data.csv, the lock or the
-    store's temporary files. Gradio resolves symlinks first, so none leads out of these folders.
+    Of the data roots, the labels folder and the uploaded datasets only the view images are served: never
+    data.csv, the lock or the store's temporary files (DataFileGuard). Gradio resolves symlinks first, so
+    none leads out of these folders.
     """
     settings: Settings = demo.geodemo_settings
     from geodemo.data import images_dir
-    from geodemo.geo import ASSETS_DIR
+    from geodemo.paths import ASSETS_DIR
     from geodemo.ui.map_layers import routes as layer_routes
     from geodemo.ui.rest import routes as rest_routes
 
     allowed = [ASSETS_DIR, *(images_dir(r) for r in [settings.labels_dir, *settings.data_roots])]
     allowed.append(settings.uploads_dir)  # datasets unpacked from uploaded zips (random folder names)
+    guarded = [settings.uploads_dir, settings.labels_dir, *settings.data_roots]  # views only, never data.csv
     return {
         "theme": theme(),
-        "css": CSS + PROGRESS_CSS,
+        "css": CSS + PROGRESS_CSS + label_tab.CSS + evaluate_tab.CSS + play_tab.CSS + train_tab.CSS,
         "js": label_tab.SHORTCUT_JS,
         "max_file_size": MAX_FILE_SIZE,
         "allowed_paths": [str(p) for p in dict.fromkeys(allowed)],
         "state_session_capacity": settings.max_sessions,  # each session's state costs memory: keep the newest
         # POST /api/v1/predict; GET the maps' static GeoJSON layers (figures then carry only their URLs)
-        "app_kwargs": {"routes": rest_routes(settings, MAX_FILE_SIZE, CONCURRENCY) + layer_routes()},
+        "app_kwargs": {
+            "routes": rest_routes(settings, MAX_FILE_SIZE, CONCURRENCY) + layer_routes(),
+            "middleware": [Middleware(DataFileGuard, roots=[str(p) for p in guarded]),
+                           Middleware(OwnerCookie)],
+        },
         "show_error": True,
     }
 

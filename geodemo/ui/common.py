@@ -17,6 +17,8 @@ _PATH_NAMES: dict[Path, str] = {}  # folder -> the name users know it by (regist
 _ABSOLUTE = re.compile(r"(?<![\w./:])/[^\s'\"`,;()]+/[^\s'\"`,;()]+")  # /two/or/more/parts
 VIEW_NAMES = ("north", "east", "south", "west")  # API parameter names, in VIEW_HEADINGS order
 VIEW_LABELS = ("North (0°)", "East (90°)", "South (180°)", "West (270°)")
+OWNER_COOKIE = "geodemo_owner"  # a random browser token: who owns jobs and uploads (session_owner)
+OWNER_TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
 def register_paths(names: dict) -> None:
@@ -46,12 +48,35 @@ def display_paths(text: str) -> str:
     def one(match: re.Match) -> str:
         raw = match.group(0)
         stripped = raw.rstrip(".:")
+        before, after = text[match.start() - 1: match.start()], text[match.end(): match.end() + 1]
+        if before in ("'", '"') and after == before and not os.path.lexists(raw):
+            return raw  # a quoted name that is no server file: the user's own text (an archive entry, say)
         return _display_path(stripped) + raw[len(stripped):]
 
     text = _ABSOLUTE.sub(one, text)
     for name in set(_PATH_NAMES.values()):  # never "the labels folder the labels folder"
         text = text.replace(f"{name.removeprefix('the ')} {name}", name.removeprefix("the "))
     return text
+
+
+def session_owner(single_user: bool, request: gr.Request | None = None) -> str | None:
+    """Who is acting, for job and checkpoint ownership: None in single-user mode (anyone may act on
+    anything), else the browser: its random `OWNER_COOKIE` (set by the app on the first page load, so a
+    reload keeps it), or else Gradio's session hash (one per page load or gradio_client).
+
+    `request` defaults to the one of the event being run (for callbacks wrapped in functools.partial,
+    which Gradio cannot hand a gr.Request).
+    """
+    if single_user:
+        return None
+    if request is None:
+        from gradio.context import LocalContext
+
+        request = LocalContext.request.get(None)
+    token = str((getattr(request, "cookies", None) or {}).get(OWNER_COOKIE, ""))
+    if OWNER_TOKEN.fullmatch(token):
+        return f"browser-{token}"
+    return str(getattr(request, "session_hash", None) or "anonymous")
 
 
 def as_text(value) -> str:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 
+from geodemo.images import probe
 from geodemo.predict import Predictor
 from geodemo.ui.common import display_paths
 from geodemo.ui.settings import Settings
@@ -25,6 +26,7 @@ log = logging.getLogger("geodemo.rest")
 PATH = "/api/v1/predict"
 FIELDS = ("north", "east", "south", "west")  # -> headings 0, 90, 180, 270
 MAX_WAITING = 64  # requests beyond this many in flight get 503 (as the app's queue max_size)
+SLOT_WAIT_S = 30.0  # a request that cannot get a model slot this long gets 503 instead of hanging
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -52,9 +54,17 @@ def routes(settings: Settings, max_file_size: str, concurrency: int) -> list[API
     running = threading.BoundedSemaphore(concurrency)
     in_flight = [0]
 
-    def run(views: dict) -> dict:
-        with running:
+    def run(views: dict) -> dict | None:
+        # A slot is held only while this thread works, and the work is bounded (decode_budget: pixels and
+        # a decode deadline), so a hostile image frees its slot within seconds; waiting is bounded too.
+        for heading, data in views.items():  # refuse a non-photo from its header, before model or slot
+            probe(data, f"the {heading} degree view")
+        if not running.acquire(timeout=SLOT_WAIT_S):
+            return None
+        try:
             return Predictor.load(settings.default_checkpoint).predict(views).to_json()
+        finally:
+            running.release()
 
     async def predict(request: Request) -> JSONResponse:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -71,7 +81,7 @@ def routes(settings: Settings, max_file_size: str, concurrency: int) -> list[API
             form = await request.form(max_files=len(FIELDS), max_fields=len(FIELDS))
         except Exception as exc:  # noqa: BLE001 - starlette raises several kinds for a bad multipart body
             return _error(400, f"The multipart body could not be read ({exc}); send up to four image fields.")
-        views = {}
+        views, seen = {}, set()
         for name, value in form.multi_items():
             if name not in FIELDS:
                 return _error(400, f"Unknown field {name!r}; send north, east, south and/or west.")
@@ -79,8 +89,9 @@ def routes(settings: Settings, max_file_size: str, concurrency: int) -> list[API
                 return _error(
                     400, f"Field {name!r} is not a file; send the image itself (curl -F {name}=@file.jpg)."
                 )
-            if name in views:
+            if name in seen:
                 return _error(400, f"Field {name!r} appears twice; send one image per direction.")
+            seen.add(name)
             data = await value.read(limit + 1)
             if len(data) > limit:
                 return _error(
@@ -93,7 +104,10 @@ def routes(settings: Settings, max_file_size: str, concurrency: int) -> list[API
             return _error(503, "The server is busy; try again in a few seconds.")
         in_flight[0] += 1
         try:
-            return JSONResponse(await run_in_threadpool(run, views))
+            answer = await run_in_threadpool(run, views)
+            if answer is None:
+                return _error(503, f"The server is busy (no model slot free in {SLOT_WAIT_S:g} s); retry.")
+            return JSONResponse(answer)
         except ValueError as exc:  # bad image, bad checkpoint: the library's one sentence
             return _error(400, display_paths(str(exc).strip()) or "That input is not valid.")
         except Exception as exc:  # noqa: BLE001 - the client gets a sentence, the log the traceback
