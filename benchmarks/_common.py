@@ -20,9 +20,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-SAMPLE = ROOT.parent / "shared" / "data" / "lumen-sample"
-PRIOR = ROOT.parent / "shared" / "data" / "lumen-coords.csv"
 sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` from the repo root without installing
+from geodemo.paths import PRIOR_CSV as PRIOR  # noqa: E402 (the shipped prior)
+from geodemo.paths import find_sample  # noqa: E402
+
+SAMPLE = find_sample() or ROOT / "data" / "lumen-sample"  # $GEODEMO_SAMPLE, data/, ../shared/data
 
 
 def parse_args(description: str, repeats: int = 15, **extra) -> argparse.Namespace:
@@ -159,12 +161,13 @@ def checkpoint_path() -> tuple[Path, str]:
     return out, f"built on the fly: lite0 offline weights, geocell+region+heading, {len(cells)} cells"
 
 
-def write_result(name: str, payload: dict) -> Path:
-    """Write benchmarks/results/<name>.json atomically, with machine info and the command added."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def write_result(name: str, payload: dict, directory: Path = RESULTS_DIR) -> Path:
+    """Write <directory>/<name>.json (default benchmarks/results) atomically, with machine info and the
+    command added."""
+    directory.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "command": "python " + " ".join(sys.argv), "machine": machine_info(),
                "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **payload}
-    path = RESULTS_DIR / f"{name}{_SUFFIX}.json"
+    path = directory / f"{name}{_SUFFIX}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
     os.replace(tmp, path)

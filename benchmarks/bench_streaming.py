@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 from _common import RESULTS_DIR, SAMPLE, interleaved, machine_info, paired_ratio, parse_args, summary
 
-from geodemo.data import LocationDataset, read_locations, view_paths
+from geodemo.data import read_locations, view_paths
+from geodemo.dataset import LocationDataset
 from geodemo.images import load_rgb
 from training.streaming import _dataset, _decoded, chunk_dataset, optimize_chunks
 

@@ -40,7 +40,8 @@ def kill_app(work: Path, checkpoint: Path, rounds: int, clients: int, seed: int)
     """SIGKILL the app while `clients` threads label in a loop; check the dataset after each round."""
     from gradio_client import Client, handle_file
 
-    from geodemo.data import read_locations, validate_dataset
+    from geodemo.data import read_locations
+    from geodemo.validate import validate_dataset
 
     rng = random.Random(seed)
     labels = work / "labels"
@@ -253,9 +254,10 @@ def unwritable(work: Path, checkpoint: Path) -> dict:
     from gradio_client import Client, handle_file
 
     from geodemo import labels as labels_module
-    from geodemo.data import read_locations, validate_dataset
+    from geodemo.data import read_locations
     from geodemo.ui import build_app, launch
     from geodemo.ui.settings import Settings
+    from geodemo.validate import validate_dataset
 
     settings = Settings(
         default_checkpoint=checkpoint,

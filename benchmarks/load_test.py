@@ -28,11 +28,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "data" / "lumen-sample"
-PRIOR = ROOT.parent / "shared" / "data" / "lumen-coords.csv"
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # app_fixtures: make_tiny_checkpoint, free_port
+from geodemo.paths import PRIOR_CSV as PRIOR  # noqa: E402 (the shipped prior)
+from geodemo.paths import find_sample  # noqa: E402
+
+SAMPLE = find_sample() or ROOT / "data" / "lumen-sample"  # $GEODEMO_SAMPLE, data/, ../shared/data
 
 
 def pick_checkpoint(path: str | None, work: Path) -> tuple[Path, str]:
@@ -191,7 +193,8 @@ def run_load(url: str, views, seconds: float, predict_clients: int, label_client
 
 def check_labels(labels: Path, uuids: list[str]) -> dict:
     """Every returned uuid stored exactly once, nothing else stored, and the folder validates."""
-    from geodemo.data import read_locations, validate_dataset
+    from geodemo.data import read_locations
+    from geodemo.validate import validate_dataset
 
     frame = read_locations(labels) if (labels / "data.csv").exists() else None
     stored = [] if frame is None else frame.uuid.tolist()

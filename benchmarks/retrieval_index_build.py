@@ -1,9 +1,9 @@
 """The similar-places index at the end of training: fused from cached features vs the images embedded again.
 
 Trains nothing: loads a checkpoint trained with the default (frozen, cached) recipe, builds its datamodule on
-the sample (warm cache), then times, alternately, `geodemo.retrieval.index_checkpoint` (decode + embed every
-training view with the checkpoint: what `train` did before) and `training.fit.write_retrieval_index` (fuse the
-cached features: what a frozen cached run does now).
+the sample (warm cache), then times, alternately, `training.index.index_checkpoint` (decode + embed every
+training view with the checkpoint: what `train` did before) and `training.index.write_retrieval_index`
+(fuse the cached features: what a frozen cached run does now).
 
 Usage: .venv/bin/python benchmarks/retrieval_index_build.py [--checkpoint DIR] [--repeats 5]
 """
@@ -15,10 +15,9 @@ import time
 from _common import SAMPLE, write_result
 
 from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from geodemo.retrieval import index_checkpoint
 from training.config import TrainConfig
 from training.datamodule import GeoDataModule
-from training.fit import write_retrieval_index
+from training.index import index_checkpoint, write_retrieval_index
 
 
 def main() -> None:

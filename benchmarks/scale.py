@@ -138,7 +138,7 @@ def run_stage(stage: str, data: Path, cache: Path, work: Path, n_predict: int) -
         _, dm = _datamodule(data, cache)
         frame = dm.frames["train"]
         t = time.perf_counter()
-        dm._keys(frame)
+        dm.cache_keys(frame)
         out["keys_s"] = time.perf_counter() - t
         t, cpu = time.perf_counter(), _cpu_seconds()
         dm.prepare_data()
@@ -176,7 +176,7 @@ def run_stage(stage: str, data: Path, cache: Path, work: Path, n_predict: int) -
         _, dm = _datamodule(data, cache)
         everything = dm.frame
         t = time.perf_counter()
-        keys = dm._keys(everything)
+        keys = dm.cache_keys(everything)
         out["keys_warm_s"] = time.perf_counter() - t
         t = time.perf_counter()
         bank = emb.FeatureBank(keys, dm.cache)

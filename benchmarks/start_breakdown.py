@@ -29,8 +29,9 @@ def _timers(totals: dict) -> list[str]:
 
     import geodemo.backbones as backbones
     import geodemo.data as data
+    import geodemo.dataset as dataset
     from geodemo.model import GeoModel
-    from training import cache, datamodule, fit, sources, tasks
+    from training import cache, datamodule, fill, fit, sources, tasks
 
     parts = {
         "read data.csv (read_locations)": (data, "read_locations"),
@@ -42,10 +43,10 @@ def _timers(totals: dict) -> list[str]:
         "task (build_task, incl. the model)": (fit, "build_task"),
         "prepare_data (keys + fill check)": (datamodule.GeoDataModule, "prepare_data"),
         "  cache keys (location_keys)": (cache, "location_keys"),
-        "  fill plan: what is missing (plan_fill)": (cache, "plan_fill"),
+        "  fill plan: what is missing (plan_fill)": (fill, "plan_fill"),
         "  weights hash (x3)": (cache, "weights_hash"),
         "setup: datasets + feature index": (datamodule.GeoDataModule, "setup"),
-        "  LocationDataset targets (x2)": (data.LocationDataset, "__init__"),
+        "  LocationDataset targets (x2)": (dataset.LocationDataset, "__init__"),
         "  FeatureBank (x2)": (cache.FeatureBank, "__init__"),
         "Trainer(...)": (L.Trainer, "__init__"),
         "Trainer.fit up to the first step": (L.Trainer, "fit"),

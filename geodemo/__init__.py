@@ -16,14 +16,15 @@ _EXPORTS = {
     "CellSet": "cells", "build_cells": "cells",
     # data in and out
     "load_rgb": "images", "ImageError": "images",
-    "read_locations": "data", "validate_dataset": "data", "LocationDataset": "data", "DatasetError": "data",
+    "read_locations": "data", "DatasetError": "data", "validate_dataset": "validate",
+    "LocationDataset": "dataset",
     "LabelStore": "labels", "LabelError": "labels",
     # models and checkpoints
     "BACKBONES": "backbones", "create_backbone": "backbones",
     "ModelConfig": "model", "GeoModel": "model", "build_model": "model",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "CheckpointError": "checkpoint",
     "DEFAULT_CHECKPOINT": "checkpoint",
-    "Predictor": "predict", "Prediction": "predict", "Readout": "readout",
+    "Predictor": "predict", "Prediction": "prediction", "Readout": "readout",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -19,13 +19,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geodemo.geo import ASSETS_DIR, COUNTY_CODES
+from geodemo import quota
+from geodemo.data import is_safe_id
+from geodemo.geo import COUNTY_CODES
 from geodemo.model import TEMPERATURE_RANGE, ModelConfig, build_model
+from geodemo.paths import CHECKPOINTS_DIR
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
-DEFAULT_CHECKPOINT = ASSETS_DIR / "checkpoints" / "default"
+DEFAULT_CHECKPOINT = CHECKPOINTS_DIR / "default"
 _CONVERT_HINT = (
     "convert it in a trusted Python session with safetensors.torch.save_file(torch.load(FILE, "
     "weights_only=True), 'model.safetensors') and add the config.json written at training time"
@@ -400,3 +403,48 @@ def list_checkpoints(*roots) -> list[Path]:
             candidates += [child, *_subdirs(child)]
         found += [c.absolute() for c in candidates if is_checkpoint(c)]
     return list(dict.fromkeys(found))
+
+
+def install_checkpoint(files, name: str, checkpoints_dir, owner: str | None = None) -> Path:
+    """Check an uploaded `model.safetensors` + `config.json` and install them as `checkpoints_dir/name`.
+
+    The files are copied into a hidden temporary folder beside the target, loaded in full (every check of
+    `load_checkpoint`), and only then renamed into place, so a refused upload leaves nothing behind.
+
+    Args:
+        files: paths of the uploaded files (exactly the two checkpoint files, by name).
+        name: the new checkpoint's folder name (letters, digits, '.', '_', '-').
+        checkpoints_dir: where uploaded checkpoints live; owner: the uploading browser session (recorded).
+
+    Returns:
+        The installed checkpoint directory.
+
+    Raises:
+        CheckpointError: a bad name, other files than the two, a name already taken, or a checkpoint that
+            does not load. QuotaError: over the count or size cap of uploaded checkpoints (geodemo.quota).
+    """
+    name = (name or "").strip()
+    if not is_safe_id(name):
+        raise CheckpointError("Give the checkpoint a name of letters, digits, '.', '_' or '-'.")
+    by_name = {Path(f).name: Path(f) for f in files or []}
+    if set(by_name) != {WEIGHTS_FILE, CONFIG_FILE}:
+        raise CheckpointError(
+            f"Upload exactly two files, {WEIGHTS_FILE} and {CONFIG_FILE}; "
+            f"pickled checkpoints ({', '.join(PICKLE_SUFFIXES[:4])}) are refused."
+        )
+    checkpoints_dir = Path(checkpoints_dir)
+    out = checkpoints_dir / name
+    if out.exists():
+        raise CheckpointError(f"A checkpoint named {name!r} already exists; choose another name.")
+    quota.admit(checkpoints_dir, by_name.values())
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".upload-", dir=checkpoints_dir))
+    try:
+        for fname, path in by_name.items():
+            shutil.copyfile(path, tmp / fname)
+        load_checkpoint(tmp)  # raises CheckpointError naming what is wrong
+        quota.mark(tmp, owner)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from geodemo.game import geoscore
+
 
 def compare_errors(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     """Paired comparison of two per-location evaluation tables (columns uuid, error_km).
@@ -14,8 +16,9 @@ def compare_errors(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     Only locations both evaluated with a finite error count, so both figures describe the same places.
 
     Returns:
-        {count, a: {mean_km, median_km}, b: {...}, mean_diff_km (a - b; negative = a is better),
-        se_km (standard error of that mean), median_diff_km}; km throughout.
+        {count, a: {mean_km, median_km, geoscore}, b: {...}, mean_diff_km (a - b; negative = a is better),
+        se_km (standard error of that mean), median_diff_km, geoscore_diff (a - b; positive = a is better),
+        geoscore_se}; km, and GeoScore points (5000 * exp(-d / 1492.7 km) per location, OSV-5M's scale).
 
     Raises:
         ValueError: the tables share no location (they were not evaluated on the same data).
@@ -25,20 +28,34 @@ def compare_errors(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     if pairs.empty:
         raise ValueError("The two evaluations share no location; compare evaluations of the same dataset.")
     diff = (pairs.error_km_a - pairs.error_km_b).to_numpy(float)
+    score_a, score_b = geoscore(pairs.error_km_a), geoscore(pairs.error_km_b)
+    score_diff = score_a - score_b
     n = len(diff)
     return {
         "count": n,
-        "a": {"mean_km": float(pairs.error_km_a.mean()), "median_km": float(pairs.error_km_a.median())},
-        "b": {"mean_km": float(pairs.error_km_b.mean()), "median_km": float(pairs.error_km_b.median())},
+        "a": {"mean_km": float(pairs.error_km_a.mean()), "median_km": float(pairs.error_km_a.median()),
+              "geoscore": float(score_a.mean())},
+        "b": {"mean_km": float(pairs.error_km_b.mean()), "median_km": float(pairs.error_km_b.median()),
+              "geoscore": float(score_b.mean())},
         "mean_diff_km": float(diff.mean()),
-        "se_km": float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
+        "se_km": _standard_error(diff),
         "median_diff_km": float(np.median(diff)),
+        "geoscore_diff": float(score_diff.mean()),
+        "geoscore_se": _standard_error(score_diff),
     }
+
+
+def _standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of `values` (NaN for fewer than two)."""
+    n = len(values)
+    return float(np.std(values, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
 
 
 def verdict(result: dict, names: tuple[str, str] = ("A", "B")) -> str:
     """One sentence: which is better by how much, and whether that is more than 2 standard errors."""
     d, se = result["mean_diff_km"], result["se_km"]
+    if d == 0:
+        return f"{names[0]} and {names[1]} are equally good on average over {result['count']} location(s)."
     better, worse = (names[0], names[1]) if d < 0 else (names[1], names[0])
     if not math.isfinite(se) or se == 0:
         return f"{better} is {abs(d):.1f} km better on average over {result['count']} location(s) (no SE)."

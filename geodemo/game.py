@@ -10,15 +10,18 @@ it earlier.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from geodemo import geo
 from geodemo.data import VIEW_HEADINGS, read_locations, view_paths
+from geodemo.truth import train_overlap
 
 MAX_SCORE = 5000
 ROUNDS = 5
@@ -27,6 +30,14 @@ SUMMARY_COLUMNS = ["round", "you (km)", "you (points)", "model (km)", "model (po
 
 # GeoGuessr's s = map diagonal / 10; Croatia's bounding-box diagonal is 661.4 km (tests check it).
 SCORE_SCALE_KM = 66.1
+WORLD_SCALE_KM = 1492.7  # the world map's s: OSV-5M's GeoScore (evaluations report both)
+# Where a game's rounds come from (Game.fairness).
+UNSEEN, TRAINING, UNKNOWN = "unseen", "training", "unknown"
+
+
+def geoscore(distance_km, scale_km: float = WORLD_SCALE_KM) -> np.ndarray:
+    """GeoScore points (0..5000, not rounded) for distances in km: 5000 * exp(-d / scale_km)."""
+    return MAX_SCORE * np.exp(-np.asarray(distance_km, dtype=np.float64) / scale_km)
 
 
 def score(distance_km: float) -> int:
@@ -71,6 +82,8 @@ class Game:
     rounds: list[Round]
     current: int = 0
     results: list[dict] = field(default_factory=list)
+    fairness: str = UNKNOWN  # UNSEEN: none of the rounds trained the model; TRAINING: all did; UNKNOWN
+    pool: int = 0  # how many locations the rounds were drawn from
 
     @property
     def round(self) -> Round:
@@ -112,7 +125,8 @@ class Game:
         return self.round
 
     def summary(self) -> pd.DataFrame:
-        """One row per guessed round (km, points for you and the model) plus a total row."""
+        """One row per guessed round (km, points for you and the model), then a "mean" row (the km
+        columns' mean) and a "total" row (the points' sum): a mean km never sits beside summed points."""
         rows = [
             {
                 "round": r["round"],
@@ -125,38 +139,121 @@ class Game:
         ]
         frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
         if rows:
-            total = {
-                "round": "total",
-                "you (km)": round(frame["you (km)"].mean(), 1),
-                "you (points)": int(frame["you (points)"].sum()),
-                "model (km)": round(frame["model (km)"].mean(), 1),
-                "model (points)": int(frame["model (points)"].sum()),
-            }
-            frame = pd.concat([frame.astype(object), pd.DataFrame([total])], ignore_index=True)
+            mean = {"round": "mean", "you (km)": round(frame["you (km)"].mean(), 1), "you (points)": "",
+                    "model (km)": round(frame["model (km)"].mean(), 1), "model (points)": ""}
+            total = {"round": "total", "you (km)": "", "you (points)": int(frame["you (points)"].sum()),
+                     "model (km)": "", "model (points)": int(frame["model (points)"].sum())}
+            frame = pd.concat([frame.astype(object), pd.DataFrame([mean, total])], ignore_index=True)
         return frame
 
 
-def new_game(root, rounds: int = ROUNDS, seed: int | None = None) -> Game:
-    """Draw `rounds` distinct random locations (with at least one view) of a LUMEN-layout dataset.
+def _locations(roots) -> pd.DataFrame:
+    """Every location of the datasets (uuid, latitude, longitude, root; source_uuid where recorded)."""
+    frames = []
+    for root in roots:
+        frame = read_locations(Path(root))
+        frames.append(frame.assign(root=str(root)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["uuid", "root"])
+
+
+def seen_in_training(frame: pd.DataFrame, train_locations: dict | None) -> np.ndarray | None:
+    """(N,) bool: the location trained the checkpoint (its uuid, its `source_uuid` - a label made from a
+    training location - or a point within 10 m of one); None when the checkpoint does not record them."""
+    config = SimpleNamespace(train_locations=train_locations)
+    seen = train_overlap(config, frame["latitude"].to_numpy(float), frame["longitude"].to_numpy(float),
+                         frame["uuid"].astype(str))
+    if seen is None:
+        return None
+    if "source_uuid" in frame:
+        sources = frame["source_uuid"].fillna("").astype(str)
+        seen = seen | np.isin(sources, np.asarray(train_locations["uuid"], dtype=str))
+    return seen
+
+
+def new_game(root, rounds: int = ROUNDS, seed: int | None = None,
+             train_locations: dict | None = None) -> Game:
+    """Draw `rounds` distinct random locations (with at least one view) of one or more LUMEN datasets.
+
+    With the checkpoint's `train_locations` (its config's record) the game is fair: it draws only from
+    locations the model did not train on, and from its training locations only when no other exists
+    (`Game.fairness` says which).
 
     Args:
-        root: dataset folder (data.csv + images/); seed: for a reproducible draw (None: fresh each game).
+        root: dataset folder (data.csv + images/), or a list of them; seed: for a reproducible draw (None:
+            fresh each game); train_locations: {uuid, latitude, longitude} lists, None when unknown.
 
     Raises:
         DatasetError / ValueError: unreadable dataset, or no location with views.
     """
-    root = Path(root)
-    frame = read_locations(root)
+    roots = [Path(r) for r in root] if isinstance(root, (list, tuple)) else [Path(root)]
+    frame = _locations(roots)
+    seen = seen_in_training(frame, train_locations) if train_locations and len(frame) else None
+    fairness = UNKNOWN
+    if seen is not None:
+        unseen = frame[~seen]
+        has_views = [bool(view_paths(Path(r.root), str(r.uuid))) for r in unseen.itertuples()]
+        fairness = UNSEEN if any(has_views) else TRAINING
+        frame = unseen[has_views] if any(has_views) else frame
     order = np.random.default_rng(seed).permutation(len(frame))
     chosen = []
     for i in order:
         row = frame.iloc[int(i)]
-        paths = view_paths(root, str(row.uuid))
+        paths = view_paths(Path(row.root), str(row.uuid))
         if paths:
             views = {VIEW_HEADINGS[v]: p for v, p in sorted(paths.items())}
             chosen.append(Round(str(row.uuid), (float(row.latitude), float(row.longitude)), views))
         if len(chosen) == rounds:
             break
     if not chosen:
-        raise ValueError(f"{root} has no location with view images; choose another dataset.")
-    return Game(str(root), chosen)
+        where = ", ".join(r.name for r in roots)
+        raise ValueError(f"{where} has no location with view images; choose another dataset.")
+    return Game(", ".join(str(r) for r in roots), chosen, fairness=fairness, pool=len(frame))
+
+
+def honest_error_km(checkpoint) -> float | None:
+    """The checkpoint's cross-validated mean error (km) on locations it did not train on, or None.
+
+    Read from its config.json (`metrics` holding `cv_mean_km` or a `cv`/`cross_validation` dict with
+    `mean_km`) or from its model card (README.md: a `model-index` result on a cross-validated dataset).
+    """
+    folder = Path(str(checkpoint))
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for holder in (config.get("metrics") or {}, config):
+        if not isinstance(holder, dict):
+            continue
+        if _finite(holder.get("cv_mean_km")):
+            return float(holder["cv_mean_km"])
+        for key in ("cv", "cross_validation", "cross_validated"):
+            inner = holder.get(key)
+            if isinstance(inner, dict) and _finite(inner.get("mean_km")):
+                return float(inner["mean_km"])
+    return _card_cv_mean_km(folder / "README.md")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _card_cv_mean_km(card: Path) -> float | None:
+    """The mean-km metric of a cross-validated result in a model card's front matter, or None."""
+    import yaml
+
+    try:
+        text = card.read_text(encoding="utf-8")
+        front = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else None
+    except (OSError, IndexError, yaml.YAMLError):
+        return None
+    for model in (front or {}).get("model-index") or []:
+        for result in (model or {}).get("results") or []:
+            dataset = (result or {}).get("dataset") or {}
+            about = f"{dataset.get('name', '')} {dataset.get('type', '')} {dataset.get('split', '')}".lower()
+            if "cross" not in about and "cv" not in about.split():
+                continue
+            for metric in result.get("metrics") or []:
+                kind = f"{metric.get('type', '')} {metric.get('name', '')}".lower()
+                if "mean" in kind and "km" in kind and _finite(metric.get("value")):
+                    return float(metric["value"])
+    return None

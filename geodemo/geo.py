@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -18,8 +17,8 @@ import pandas as pd
 import pyproj
 import shapely
 
-ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
-GEO_DIR = ASSETS_DIR / "geo"
+from geodemo.paths import GEO_DIR
+
 COUNTY_CODES: tuple[str, ...] = tuple(f"HR-{i:02d}" for i in range(1, 22))
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius
 

@@ -2,7 +2,7 @@
 
 Layout: <root>/<job id>/job.json (the record), log.txt (stdout + stderr of the process) and
 progress.json (written by the CLI's --progress-file). Commands are argument lists built from
-validated parameters; nothing a user types ever becomes a shell string.
+validated parameters (geodemo.jobform); nothing a user types ever becomes a shell string.
 """
 
 from __future__ import annotations
@@ -20,42 +20,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from geodemo.data import is_safe_id
+from geodemo.jobform import JobError
+from geodemo.progress import PROGRESS_PREFIX, Progress
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_TASKS = ("multi", "geocell", "coords", "region", "heading")
+
+
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
-# (low, high) inclusive bounds of the numeric training parameters
-INT_RANGES = {
-    "max_epochs": (1, 500),
-    "image_size": (0, 1024),
-    "batch_size": (1, 1024),
-    "unfreeze_epoch": (-1, 500),
-    "devices": (1, 64),
-    "limit_train_batches": (1, 100_000),
-    "limit_val_batches": (1, 100_000),
-    "limit": (1, 10_000_000),
-}
-LR_RANGE = (1e-7, 1.0)
-# The form's field names, so an error names the field the user sees.
-FIELD_LABELS = {
-    "max_epochs": "Epochs",
-    "image_size": "Image size",
-    "batch_size": "Batch size",
-    "unfreeze_epoch": "Unfreeze backbone at epoch",
-    "devices": "Devices",
-    "limit_train_batches": "Batches per epoch",
-    "limit_val_batches": "Batches per epoch",
-    "limit": "Locations",
-}
-PROGRESS_PREFIX = "[geodemo] "  # a line the training CLI prints for people; the curated log shows only these
-ACCELERATORS = ("auto", "cpu", "gpu")
 MAX_QUEUED = 8  # jobs waiting to run; more are refused with a message
 KEEP_FINISHED = 50  # finished job folders kept (newest); older ones are pruned so listing stays cheap
-
-
-class JobError(ValueError):
-    """A job request that cannot be run; the message is one sentence for the user."""
 
 
 @dataclass
@@ -63,7 +37,7 @@ class Job:
     """One job record as stored in job.json (times are Unix seconds)."""
 
     id: str
-    kind: str  # "train" | "evaluate"
+    kind: str  # "train" | "evaluate" | "collect"
     title: str
     args: list[str]  # argv after `python -m training`
     out: str  # checkpoint dir (train) or eval JSON (evaluate)
@@ -75,164 +49,16 @@ class Job:
     returncode: int | None = None
     message: str = ""
     params: dict = field(default_factory=dict)  # what the UI shows/needs (dataset, checkpoint, ...)
+    owner: str = ""  # the browser session that started it ("" = anyone: single-user mode, CLI, old jobs)
 
 
-def _int(params: dict, key: str) -> int:
-    low, high = INT_RANGES[key]
-    field = FIELD_LABELS.get(key, key.replace("_", " ").capitalize())
+def _killed_message(signum: int) -> str:
     try:
-        value = int(params[key])
-    except (TypeError, ValueError, OverflowError):
-        raise JobError(f"{field} must be a whole number between {low} and {high}.") from None
-    if not low <= value <= high or value != float(params[key]):
-        raise JobError(f"{field} must be a whole number between {low} and {high}, not {params[key]!r}.")
-    return value
-
-
-def max_devices(accelerator: str = "auto") -> tuple[int, str]:
-    """(how many devices a job may use here, their kind): GPUs for gpu (and auto with GPUs), else CPU cores.
-
-    More CPU processes than cores only thrash (each DDP process holds a full model and loader).
-    """
-    import torch
-
-    gpus = torch.cuda.device_count() if accelerator in ("gpu", "auto") else 0
-    if accelerator == "gpu" or gpus:
-        return gpus, "GPU"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores, "CPU core"
-
-
-def _devices(params: dict) -> int:
-    devices = _int(params, "devices")
-    most, kind = max_devices(params.get("accelerator", "auto"))
-    if most == 0:
-        raise JobError("This machine has no GPU; choose the cpu or auto accelerator.")
-    if devices > most:
-        raise JobError(f"Devices must be at most {most}, the number of {kind}s on this machine.")
-    return devices
-
-
-def _dataset(path, data_roots) -> Path:
-    """The dataset path if it is one of the configured data roots, else JobError."""
-    roots = {Path(r).resolve() for r in data_roots}
-    chosen = Path(str(path or "")).resolve()
-    if chosen not in roots:
-        raise JobError(f"Dataset {path!r} is not one of the configured data roots; pick one from the list.")
-    return chosen
-
-
-def _datasets(params: dict, data_roots) -> list[Path]:
-    """The ticked datasets (`datasets`, a list, or one `dataset`), each a configured root, no repeats."""
-    chosen = params.get("datasets")
-    if chosen is None:
-        chosen = [params.get("dataset")]
-    if isinstance(chosen, (str, Path)):
-        chosen = [chosen]
-    paths = list(dict.fromkeys(_dataset(p, data_roots) for p in chosen if p))
-    if not paths:
-        raise JobError("Datasets: tick at least one dataset to train on.")
-    for path in paths:
-        if not (path / "data.csv").is_file():  # e.g. "my labels" before the first label
-            raise JobError(f"Datasets: {path.name!r} has no data.csv yet; label some locations first or "
-                           "untick it.")
-    return paths
-
-
-def _name(name: str) -> str:
-    if not is_safe_id(str(name or "")):
-        raise JobError("The name may use only letters, digits, '.', '_' and '-' (at most 128, no '..').")
-    return str(name)
-
-
-def train_args(
-    params: dict, data_roots, checkpoints_dir, backbones=(), checkpoints=()
-) -> tuple[list[str], Path]:
-    """Validated `train` argv and its output checkpoint dir.
-
-    Args:
-        params: task, backbone, datasets (list; or one dataset), name, max_epochs, image_size, batch_size,
-            lr, unfreeze_epoch, accelerator, devices, optional limit_train_batches / limit_val_batches /
-            prior / init_from (a checkpoint to start from).
-        data_roots: the allowed dataset directories.
-        checkpoints_dir: where trained checkpoints go (the output is <checkpoints_dir>/<name>).
-        backbones: allowed backbone names (empty = do not check).
-        checkpoints: the checkpoint dirs `init_from` may name.
-    """
-    task = params.get("task")
-    if task not in TRAIN_TASKS:
-        raise JobError(f"Task {task!r} is not one of {', '.join(TRAIN_TASKS)}.")
-    backbone = str(params.get("backbone") or "")
-    if backbones and backbone not in backbones:
-        raise JobError(f"Backbone {backbone!r} is not one of {', '.join(backbones)}.")
-    try:
-        lr = float(params["lr"])
-    except (KeyError, TypeError, ValueError):
-        lr = float("nan")
-    if not LR_RANGE[0] <= lr <= LR_RANGE[1]:
-        raise JobError(f"The learning rate must be a number between {LR_RANGE[0]:g} and {LR_RANGE[1]:g}.")
-    accelerator = params.get("accelerator", "auto")
-    if accelerator not in ACCELERATORS:
-        raise JobError(f"Accelerator {accelerator!r} is not one of {', '.join(ACCELERATORS)}.")
-    out = Path(checkpoints_dir).resolve() / _name(params.get("name"))
-    if out.exists():
-        raise JobError(f"A checkpoint named {out.name!r} already exists; choose another name.")
-    args = [
-        "train",
-        "--task",
-        task,
-        *[a for path in _datasets(params, data_roots) for a in ("--data", str(path))],
-        "--out",
-        str(out),
-        "--backbone",
-        backbone,
-        "--lr",
-        repr(lr),
-        "--accelerator",
-        accelerator,
-        "--no-progress-bar",
-    ]
-    for key in ("max_epochs", "image_size", "batch_size"):
-        args += [f"--{key.replace('_', '-')}", str(_int(params, key))]
-    args += ["--devices", str(_devices(params))]
-    if _int(params, "unfreeze_epoch") >= 0:  # -1: the backbone stays frozen (embedding cache)
-        args += ["--unfreeze-epoch", str(params["unfreeze_epoch"])]
-    if 0 < _int(params, "image_size") < 32:
-        raise JobError("image size must be 0 (the backbone's own) or at least 32 pixels.")
-    for key in ("limit_train_batches", "limit_val_batches"):
-        if params.get(key) not in (None, "", 0):
-            args += [f"--{key.replace('_', '-')}", str(_int(params, key))]
-    if params.get("prior"):
-        args += ["--prior", str(Path(params["prior"]).resolve())]
-    if params.get("init_from"):
-        known = {Path(c).resolve() for c in checkpoints}
-        start = Path(str(params["init_from"])).resolve()
-        if start not in known:
-            raise JobError(f"Start from: {params['init_from']!r} is not one of the available checkpoints.")
-        args += ["--init-from", str(start)]
-    return args, out
-
-
-def evaluate_args(checkpoint, dataset, data_roots, checkpoints, out_json, limit=None) -> list[str]:
-    """Validated `evaluate` argv; `checkpoint` must be one of `checkpoints` (known checkpoint dirs)."""
-    known = {Path(c).resolve() for c in checkpoints}
-    chosen = Path(str(checkpoint or "")).resolve()
-    if chosen not in known:
-        raise JobError(
-            f"Checkpoint {checkpoint!r} is not one of the available checkpoints; pick one from the list."
-        )
-    args = [
-        "evaluate",
-        "--checkpoint",
-        str(chosen),
-        "--data",
-        str(_dataset(dataset, data_roots)),
-        "--out",
-        str(out_json),
-    ]
-    if limit not in (None, "", 0):
-        args += ["--limit", str(_int({"limit": limit}, "limit"))]
-    return args
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    return (f"killed by {name} from outside the app (often the system running out of memory); "
+            "resume it, or start it again with a smaller batch size or image size")
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -344,6 +170,8 @@ class JobManager:
         out = Path(job.out)
         if job.kind == "train":
             return (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+        if job.kind == "collect":  # a dataset folder (python -m training collect)
+            return (out / "data.csv").is_file()
         return out.is_file() and out.with_suffix(".csv").is_file()
 
     def _finished_at(self, job: Job) -> float:
@@ -367,12 +195,14 @@ class JobManager:
         params: dict | None = None,
         job_id: str | None = None,
         reserve: bool = False,
+        owner: str | None = None,
     ) -> Job:
-        """Queue `python -m training <args>`; `args` must come from train_args/evaluate_args.
+        """Queue `python -m training <args>`; `args` come from geodemo.jobform (or the collect form).
 
         `job_id` (from new_id) lets the caller put outputs into the job's own folder. `reserve` creates the
         output folder `out` now, atomically: its name is taken from submission on, and a second job or an
-        upload under the same name is refused (JobError) while this one waits.
+        upload under the same name is refused (JobError) while this one waits. `owner` (a browser session)
+        is the only one who may cancel, resume or delete the job; None lets anyone.
         """
         job_id = job_id or self.new_id(kind)
         with self._lock:
@@ -388,6 +218,7 @@ class JobManager:
             args=[str(a) for a in args],
             out=str(out),
             params=dict(params or {}),
+            owner=owner or "",
         )
         with self._lock:
             if reserve:
@@ -400,10 +231,21 @@ class JobManager:
         self._wake.set()
         return job
 
-    def cancel(self, job_id: str) -> Job:
-        """Cancel a queued job at once, or stop a running one (SIGTERM, then SIGKILL after grace_s)."""
+    @staticmethod
+    def _check_owner(job: Job, owner: str | None, action: str) -> None:
+        """JobError unless `owner` may act on `job`: the server itself (None), or the session that made it."""
+        if owner is not None and job.owner and job.owner != owner:
+            raise JobError(f"Job {job.id} was started by another visitor; you can follow it, but only they "
+                           f"can {action} it.")
+
+    def cancel(self, job_id: str, owner: str | None = None) -> Job:
+        """Cancel a queued job at once, or stop a running one (SIGTERM, then SIGKILL after grace_s).
+
+        `owner`: who asks (a browser session); None is the server itself. Refused for another's job.
+        """
         with self._lock:
             job = self.get(job_id)
+            self._check_owner(job, owner, "cancel")
             if job.status == "queued":
                 return self._update(job_id, status="cancelled", finished=time.time(), message="cancelled")
             if job.status == "running":
@@ -411,14 +253,15 @@ class JobManager:
                 self._wake.set()
             return job
 
-    def resume(self, job_id: str) -> Job:
+    def resume(self, job_id: str, owner: str | None = None) -> Job:
         """Queue an interrupted (failed) or cancelled training job again, with the same arguments.
 
         `train` itself resumes from <out>/lightning/last.ckpt when that exists and was written with the
-        same recipe and data, so the epochs already done are not repeated.
+        same recipe and data, so the epochs already done are not repeated. `owner` as for `cancel`.
         """
         with self._lock:
             job = self.get(job_id)
+            self._check_owner(job, owner, "resume")
             if job.kind != "train" or job.status not in ("failed", "cancelled"):
                 raise JobError(
                     f"Only a failed, interrupted or cancelled training job can be resumed; "
@@ -432,17 +275,18 @@ class JobManager:
                 raise JobError(f"Job {pending[0].id} already trains {out.name!r}; wait for it or cancel it.")
             params = {**job.params, "resumed_from": job.id}
             title = job.title if job.title.endswith("(resumed)") else f"{job.title} (resumed)"
-            return self.submit("train", job.args, job.out, title=title, params=params)
+            return self.submit("train", job.args, job.out, title=title, params=params, owner=job.owner)
 
-    def delete(self, job_id: str) -> Job:
+    def delete(self, job_id: str, owner: str | None = None) -> Job:
         """Delete a cancelled or failed job: its folder and its checkpoint folder (frees the name).
 
         A cancelled run may have saved the epochs it finished; deleting the job deletes that too. The folder
         stays when another job (a resumed copy) writes the same checkpoint; queued, running and done jobs
-        are never deleted here.
+        are never deleted here. `owner` as for `cancel`.
         """
         with self._lock:
             job = self.get(job_id)
+            self._check_owner(job, owner, "delete")
             if job.status not in ("failed", "cancelled"):
                 raise JobError(f"Only a cancelled or failed job can be deleted; job {job_id} is "
                                f"{job.status}.")
@@ -483,11 +327,9 @@ class JobManager:
         return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines()[-lines:])
 
     def progress(self, job_id: str) -> dict:
-        """The job's progress.json ({} before the CLI has written it)."""
-        try:
-            return json.loads((self.path(job_id) / "progress.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return {}
+        """The job's progress.json read through its schema (geodemo.progress.Progress) as a dict of every
+        field: the defaults (stage "", not done) before the CLI has written it."""
+        return Progress.read(self.path(job_id) / "progress.json").to_dict()
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
         """Block until the job reaches a final status or `timeout` seconds pass (for tests, CLIs)."""
@@ -526,6 +368,7 @@ class JobManager:
         d = self.path(job.id)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         command = [*self.command, *job.args, "--progress-file", str(d / "progress.json")]
+        Progress(stage="starting Python").write(d / "progress.json")  # until the CLI writes its first stage
         with open(d / "log.txt", "ab") as log:
             try:
                 proc = subprocess.Popen(
@@ -588,6 +431,8 @@ class JobManager:
             status, message = "cancelled", "cancelled by the user"
         elif returncode == 0:
             status, message = "done", ""
+        elif returncode is not None and returncode < 0:  # Popen: -N = ended by signal N, not by itself
+            status, message = "failed", _killed_message(-returncode)
         else:
             last = self.log_tail(job_id, 1).strip()
             status, message = "failed", str(error or last or f"exit code {returncode}")

@@ -1,4 +1,7 @@
-"""Plotly figures for the app: prediction map, error map and plots, training curves, click map.
+"""Plotly maps for the app: the prediction map, the error map and the game reveal.
+
+The charts (error histogram and CDF, training curves) live in `geodemo.plots` and the SVG click map in
+`geodemo.svgmap`; both are re-exported here for the tabs that call `maps.*`.
 
 Every map is drawn offline: `map.style="white-bg"` and the bundled GeoJSON, no tile URLs and no
 text-mode map traces (MapLibre would fetch glyphs from the internet for those). An online tile style
@@ -18,12 +21,16 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from geodemo import geo
+from geodemo.plots import error_cdf, error_histogram, training_curves  # noqa: F401 - callers use maps.*
+from geodemo.svgmap import label_map_svg, svg_projection  # noqa: F401 - callers use maps.*
 
 CENTER = {"lat": 44.45, "lon": 16.45}  # Croatia's bounding-box centre, degrees
 ZOOM = 5.95  # whole country in a ~540 px tall, ~650 px wide map
 SIMPLIFY_DEG = 0.006  # ~600 m: enough at country zoom, keeps figures small
 PRED_COLOUR, TRUTH_COLOUR, ARGMAX_COLOUR = "#d62728", "#2ca02c", "#6a3d9a"
+PREDICTION_MARK = "#111111"  # the prediction map's point (the game keeps red for the model)
 REGION_SIMPLIFY_M = 500.0  # credible-region outlines: ~half a pixel at country zoom
+REGION_DISC = 0.75  # credible regions: disc radius around each cell, x the grid spacing (> 0.71: corners)
 REGION_RGB = {0.5: (31, 119, 180), 0.9: (23, 190, 207)}  # credible regions (50%, 90%)
 ERROR_BINS_KM = (0, 10, 25, 50, 100, 200, math.inf)
 # error bins' colours, green to dark red; every one dark enough to read on white (no pale yellow)
@@ -64,7 +71,7 @@ def _outline_geojson() -> dict:
     """Croatia's simplified (s50) national outline, islets under ~1 km2 dropped, as GeoJSON (built once)."""
     import shapely
 
-    with open(geo.ASSETS_DIR / "geo" / "croatia_outline_osm_s50.geojson", encoding="utf-8") as f:
+    with open(geo.GEO_DIR / "croatia_outline_osm_s50.geojson", encoding="utf-8") as f:
         features = json.load(f)["features"]
     polygons = []
     for feature in features:
@@ -196,22 +203,32 @@ def _land_3765_coarse():
     return shapely.simplify(geo.outline_3765(), 300.0)
 
 
-def _region_traces(cells, regions: dict) -> list[go.Scattermap]:
-    """Outlines of credible regions (grid cells only): {mass: (C,) bool} -> a filled line trace each.
+def _smooth_region(cells, inside: np.ndarray):
+    """A credible region as one smooth shape in EPSG:3765 metres: a disc around each of its grid squares,
+    dissolved, gaps under a cell closed, clipped to Croatian land and simplified.
 
-    The region is the union of its grid squares clipped to Croatian land, drawn as rings in degrees.
+    The discs (radius REGION_DISC x the spacing) cover their squares' corners, so the outline contains every
+    cell of the region; dissolving discs instead of squares leaves rounded edges, not a staircase.
     """
+    import shapely
+
+    s = cells.spacing_km * 1000.0
+    centres = shapely.points((cells.grid_ix[inside] + 0.5) * s, (cells.grid_iy[inside] + 0.5) * s)
+    blob = shapely.union_all(shapely.buffer(centres, REGION_DISC * s, quad_segs=6))
+    blob = shapely.buffer(shapely.buffer(blob, 0.5 * s, quad_segs=6), -0.5 * s, quad_segs=6)  # close gaps
+    return shapely.simplify(shapely.intersection(blob, _land_3765_coarse()), REGION_SIMPLIFY_M)
+
+
+def _region_traces(cells, regions: dict) -> list[go.Scattermap]:
+    """Smooth outlines of credible regions (grid cells only): {mass: (C,) bool} -> a filled line trace each,
+    drawn as rings in degrees."""
     import shapely
 
     if cells is None or cells.kind != "grid":
         return []
-    s = cells.spacing_km * 1000.0
     traces = []
     for mass, inside in sorted(regions.items(), reverse=True):  # the wider (90%) region underneath
-        ix, iy = cells.grid_ix[inside], cells.grid_iy[inside]
-        squares = shapely.union_all(shapely.box(ix * s, iy * s, (ix + 1) * s, (iy + 1) * s))
-        area = shapely.intersection(squares, _land_3765_coarse())
-        parts = shapely.get_parts(shapely.simplify(area, REGION_SIMPLIFY_M))
+        parts = shapely.get_parts(_smooth_region(cells, np.asarray(inside, dtype=bool)))
         rings = [np.asarray(poly.exterior.coords) for poly in parts
                  if poly.geom_type == "Polygon" and poly.area >= 4e6]  # skip slivers under ~4 km2
         # one float32 array per axis, rings separated by NaN: sent as compact typed arrays, validated fast
@@ -262,7 +279,8 @@ def prediction_figure(
     if getattr(prediction, "argmax_cell", None):
         a_lat, a_lon = prediction.argmax_cell
         traces += _point(a_lat, a_lon, ARGMAX_COLOUR, "most likely cell", 11, "most likely cell")
-    if truth is not None:
+    traces += neighbour_traces(getattr(prediction, "neighbours", None) or [])  # under the truth: a training
+    if truth is not None:  # location's truth is its own nearest neighbour
         error = float(geo.haversine_km(truth[0], truth[1], prediction.latitude, prediction.longitude))
         traces.append(
             go.Scattermap(
@@ -275,11 +293,10 @@ def prediction_figure(
             )
         )
         traces += _point(truth[0], truth[1], TRUTH_COLOUR, "truth", 13, "truth")
-    traces += neighbour_traces(getattr(prediction, "neighbours", None) or [])
-    traces += _point(
+    traces += _point(  # black in a white ring: unlike every heatmap dot (yellow to red), as in its legend
         prediction.latitude,
         prediction.longitude,
-        PRED_COLOUR,
+        PREDICTION_MARK,
         "prediction",
         14,
         f"prediction {prediction.latitude:.4f}, {prediction.longitude:.4f}",
@@ -341,158 +358,6 @@ def error_map(frame: pd.DataFrame) -> go.Figure:
     )
     traces.append(_error_markers(frame, "true", ids, TRUTH_MARK, 6, f"truth ({len(frame)})"))
     return _map_figure(traces, legend_title="truth ● — line — ● prediction")
-
-
-def error_histogram(frame: pd.DataFrame) -> go.Figure:
-    """Histogram of error_km."""
-    fig = go.Figure(go.Histogram(x=frame.error_km, nbinsx=30, marker={"color": "#4c78a8"}))
-    fig.update_layout(
-        xaxis_title="error (km)",
-        yaxis_title="locations",
-        height=300,
-        margin={"l": 50, "r": 10, "t": 30, "b": 40},
-        title="Error histogram",
-    )
-    return fig
-
-
-def error_cdf(frame: pd.DataFrame) -> go.Figure:
-    """Cumulative share of locations within x km, with the 25/50/100/200 km marks."""
-    err = np.sort(frame.error_km.to_numpy(dtype=float))
-    share = np.arange(1, len(err) + 1) / max(len(err), 1)
-    fig = go.Figure(go.Scatter(x=err, y=share, mode="lines", line={"shape": "hv", "color": "#4c78a8"}))
-    for km in (25, 50, 100, 200):
-        fig.add_vline(x=km, line={"dash": "dot", "color": "#aaa", "width": 1})
-    fig.update_layout(
-        xaxis_title="error (km)",
-        yaxis_title="share within",
-        yaxis_tickformat=".0%",
-        height=300,
-        margin={"l": 50, "r": 10, "t": 30, "b": 40},
-        title="Error CDF",
-    )
-    return fig
-
-
-def training_curves(history: list[dict]) -> go.Figure:
-    """Training loss and validation mean km per epoch (from a job's progress.json history)."""
-    frame = pd.DataFrame(history or [], columns=["epoch", "train/loss", "val/mean_km"])
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=frame.epoch, y=frame["train/loss"], name="train loss", mode="lines+markers"))
-    fig.add_trace(
-        go.Scatter(
-            x=frame.epoch, y=frame["val/mean_km"], name="val mean km", mode="lines+markers", yaxis="y2"
-        )
-    )
-    fig.update_layout(
-        height=280,
-        margin={"l": 50, "r": 50, "t": 30, "b": 40},
-        title="Training curves",
-        xaxis_title="epoch",
-        yaxis={"title": "loss"},
-        yaxis2={"title": "val km", "overlaying": "y", "side": "right"},
-        legend={"orientation": "h", "y": -0.3},
-    )
-    return fig
-
-
-# --- The click-to-label map: a plain SVG (equirectangular, x scaled by cos(lat0)) -----------------
-
-SVG_BOUNDS = {"lat_min": 42.3, "lat_max": 46.65, "lon_min": 13.35, "lon_max": 19.55}
-SVG_WIDTH = 1000.0  # viewBox units; the browser scales the SVG to its box
-
-
-def svg_projection() -> dict:
-    """Parameters of the SVG map projection: x = (lon - lon0) * kx, y = (lat1 - lat) * ky.
-
-    Returns:
-        dict lon0, lat1, kx, ky (viewBox units per degree), width, height (viewBox units).
-    """
-    b = SVG_BOUNDS
-    cos_lat = math.cos(math.radians((b["lat_min"] + b["lat_max"]) / 2))
-    kx = SVG_WIDTH / (b["lon_max"] - b["lon_min"])
-    ky = kx / cos_lat
-    return {
-        "lon0": b["lon_min"],
-        "lat1": b["lat_max"],
-        "kx": kx,
-        "ky": ky,
-        "width": SVG_WIDTH,
-        "height": round((b["lat_max"] - b["lat_min"]) * ky, 1),
-    }
-
-
-def _svg_path(geometry, proj: dict) -> str:
-    parts = []
-    for poly in getattr(geometry, "geoms", [geometry]):
-        for ring in [poly.exterior, *poly.interiors]:
-            lon, lat = np.asarray(ring.coords).T
-            x = (lon - proj["lon0"]) * proj["kx"]
-            y = (proj["lat1"] - lat) * proj["ky"]
-            parts.append("M" + "L".join(f"{a:.1f},{b:.1f}" for a, b in zip(x, y)) + "Z")
-    return "".join(parts)
-
-
-# Land outside Croatia, from the GLOBE DEM (scripts/make_neighbours_png.py), and where to name it.
-NEIGHBOURS_PNG = geo.ASSETS_DIR / "geo" / "neighbours_land.png"
-NEIGHBOURS_BOUNDS = {"lat_min": 42.3, "lat_max": 46.6, "lon_min": 13.4, "lon_max": 19.5}
-NEIGHBOUR_NAMES = (
-    ("SLOVENIA", 46.25, 14.55),
-    ("HUNGARY", 46.45, 17.6),
-    ("SERBIA", 45.3, 19.35),
-    ("BOSNIA AND HERZEGOVINA", 44.3, 17.75),
-    ("MONTENEGRO", 42.75, 19.2),
-    ("ITALY", 42.55, 14.0),
-    ("Adriatic Sea", 43.2, 15.0),
-)
-
-
-def _neighbours_svg(proj: dict) -> str:
-    """The neighbours' land as an embedded PNG plus their names (inner SVG markup)."""
-    import base64
-
-    b = NEIGHBOURS_BOUNDS
-    x, y = (b["lon_min"] - proj["lon0"]) * proj["kx"], (proj["lat1"] - b["lat_max"]) * proj["ky"]
-    w = (b["lon_max"] - b["lon_min"]) * proj["kx"]
-    h = (b["lat_max"] - b["lat_min"]) * proj["ky"]
-    data = base64.b64encode(NEIGHBOURS_PNG.read_bytes()).decode()
-    parts = [
-        f'<image class="neighbours" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
-        f'preserveAspectRatio="none" href="data:image/png;base64,{data}"/>'
-    ]
-    for name, lat, lon in NEIGHBOUR_NAMES:
-        cls = "sea-label" if "Sea" in name else "country-label"
-        tx, ty = (lon - proj["lon0"]) * proj["kx"], (proj["lat1"] - lat) * proj["ky"]
-        parts.append(
-            f'<text class="{cls}" x="{tx:.1f}" y="{ty:.1f}" text-anchor="middle">{escape(name)}</text>'
-        )
-    return "".join(parts)
-
-
-@functools.cache
-def label_map_svg() -> str:
-    """Inner SVG markup (no <svg> tag): neighbours' land, the counties and the largest towns (click map)."""
-    proj = svg_projection()
-    gdf = geo.counties()
-    shapes = [_neighbours_svg(proj)]
-    for name, geometry in zip(gdf.name_hr, gdf.geometry.simplify(SIMPLIFY_DEG, preserve_topology=True)):
-        shapes.append(
-            f'<path class="county" d="{_svg_path(geometry, proj)}"><title>{escape(name)}</title></path>'
-        )
-    towns = []  # the largest towns, skipping any within 25 km of a larger one (Sesvete next to Zagreb)
-    for row in geo.places().sort_values("population", ascending=False).itertuples():
-        if all(geo.haversine_km(row.latitude, row.longitude, t.latitude, t.longitude) > 25 for t in towns):
-            towns.append(row)
-        if len(towns) == 12:
-            break
-    for row in towns:
-        x = (row.longitude - proj["lon0"]) * proj["kx"]
-        y = (proj["lat1"] - row.latitude) * proj["ky"]
-        shapes.append(
-            f'<circle class="town" cx="{x:.1f}" cy="{y:.1f}" r="5"/>'
-            f'<text class="town-label" x="{x + 8:.1f}" y="{y - 6:.1f}">{escape(row.name)}</text>'
-        )
-    return "".join(shapes)
 
 
 GUESS_COLOUR = "#1f77b4"

@@ -13,13 +13,13 @@ from torch import Tensor, nn
 
 from geodemo.backbones import create_backbone, get_backbone_spec
 from geodemo.geo import COUNTY_CODES
+from geodemo.heads import HEADS, POINT_TASKS, TASKS, get_head, register_head
 
-TASKS = ("geocell", "coords", "region", "heading")
-POINT_TASKS = ("geocell", "coords", "region")  # tasks a predicted point can come from
+__all__ = ["HEADS", "POINT_TASKS", "TASKS", "ClassifierModel", "GeoModel", "ModelConfig", "build_model",
+           "get_head", "register_head"]  # the head registry lives in geodemo.heads; re-exported here
 FUSIONS = ("concat", "mean", "attention")
 POINT_MODES = ("min_expected_km", "weighted_mean", "argmax")  # see geodemo.readout
 TEMPERATURE_RANGE = (0.05, 20.0)  # allowed read-out temperatures of the geocell probabilities
-NUM_CARDINALS = 8  # heading classes N, NE, E, ... every 45 degrees
 
 
 @dataclass
@@ -27,7 +27,7 @@ class ModelConfig:
     """Everything needed to rebuild a model and read its outputs; JSON-able, saved whole in config.json.
 
     Attributes:
-        tasks: subset of TASKS, or ["classify"].
+        tasks: subset of TASKS (the registered heads, geodemo.heads), or ["classify"].
         image_size: square input side, pixels; mean/std normalise [0, 1] RGB.
         fusion: how per-view features become one vector: concat | mean | attention.
         hidden_dim: width of a shared hidden layer before the heads; 0 = linear heads.
@@ -97,10 +97,9 @@ class ModelConfig:
                 f"temperature {self.temperature!r} is not a finite number from {TEMPERATURE_RANGE[0]} to "
                 f"{TEMPERATURE_RANGE[1]}; set 1.0 (as trained) or e.g. 0.6 with `train --temperature`"
             )
-        if "geocell" in self.tasks and not self.cells:
-            raise ValueError("the geocell task needs cells; build them with geodemo.cells.build_cells")
-        if "coords" in self.tasks and not self.xy_stats:
-            raise ValueError("the coords task needs xy_stats; fit them with geodemo.geo.XYStats.fit")
+        for name, head in HEADS.items():  # what each head needs (cells, xy_stats), in registry order
+            if name in self.tasks:
+                head.check_config(self)
         get_backbone_spec(self.backbone)  # unknown backbone -> error listing the valid ones
 
     @classmethod
@@ -138,93 +137,6 @@ class ModelConfig:
         from geodemo.cells import CellSet  # only needed for geocell models
 
         return len(CellSet.from_dict(self.cells))
-
-
-# ---------------------------------------------------------------- heads
-
-HEADS: dict[str, type[nn.Module]] = {}
-
-
-def register_head(name: str):
-    """Class decorator adding a head to HEADS; a duplicate name raises.
-
-    A head is built as `Head(config, fused_dim=F, view_dim=D)` and called as
-    `head(fused (B, F), per_view (B, V, D), view_mask (B, V), tabular (B, T) | None) -> dict[str, Tensor]`.
-    """
-
-    def add(cls):
-        if name in HEADS:
-            raise ValueError(f"head {name!r} is already registered; pick another name")
-        HEADS[name] = cls
-        return cls
-
-    return add
-
-
-def get_head(name: str) -> type[nn.Module]:
-    """Look a head class up; an unknown name raises listing the valid ones."""
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; valid heads are: {', '.join(sorted(HEADS))}")
-    return HEADS[name]
-
-
-@register_head("geocell")
-class GeocellHead(nn.Module):
-    """Logits over the C geocells: {'geocell': (B, C)}."""
-
-    def __init__(self, config: ModelConfig, fused_dim: int, view_dim: int):
-        super().__init__()
-        self.fc = nn.Linear(fused_dim, config.num_cells)
-
-    def forward(self, fused, per_view, view_mask, tabular=None):
-        return {"geocell": self.fc(fused)}
-
-
-@register_head("coords")
-class CoordsHead(nn.Module):
-    """Standardised EPSG:3765 x/y (see XYStats): {'coords': (B, 2)}."""
-
-    def __init__(self, config: ModelConfig, fused_dim: int, view_dim: int):
-        super().__init__()
-        self.fc = nn.Linear(fused_dim, 2)
-
-    def forward(self, fused, per_view, view_mask, tabular=None):
-        return {"coords": self.fc(fused)}
-
-
-@register_head("region")
-class RegionHead(nn.Module):
-    """County logits, optionally fused with T tabular features: {'region': (B, 21)}."""
-
-    def __init__(self, config: ModelConfig, fused_dim: int, view_dim: int):
-        super().__init__()
-        self.num_tabular = len(config.tabular)
-        self.fc = nn.Linear(fused_dim + self.num_tabular, len(config.counties))
-
-    def forward(self, fused, per_view, view_mask, tabular=None):
-        if self.num_tabular:
-            if (
-                tabular is None
-            ):  # unknown tabular values at inference: zeros = the training mean if standardised
-                tabular = fused.new_zeros(fused.shape[0], self.num_tabular)
-            fused = torch.cat([fused, tabular.to(fused.dtype)], dim=1)
-        return {"region": self.fc(fused)}
-
-
-@register_head("heading")
-class HeadingHead(nn.Module):
-    """Per-view camera heading from that view's own features (not the fused vector).
-
-    Returns {'heading': (B, V, 2) raw (sin, cos), 'heading_cardinal': (B, V, 8) logits}.
-    """
-
-    def __init__(self, config: ModelConfig, fused_dim: int, view_dim: int):
-        super().__init__()
-        self.sincos = nn.Linear(view_dim, 2)
-        self.cardinal = nn.Linear(view_dim, NUM_CARDINALS)
-
-    def forward(self, fused, per_view, view_mask, tabular=None):
-        return {"heading": self.sincos(per_view), "heading_cardinal": self.cardinal(per_view)}
 
 
 # ---------------------------------------------------------------- models

@@ -1,4 +1,4 @@
-"""Inference: Predictor (load once, predict one or many locations), Prediction, Grad-CAM.
+"""Inference: Predictor (load once, predict one or many locations; the result is geodemo.prediction).
 
 The hot path is decode (JPEG draft mode) -> crop/resize (cv2) -> normalise (numpy) -> ONE batched forward
 pass of every present view -> numpy post-processing. Nothing else, so latency stays near the backbone's.
@@ -16,64 +16,30 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
 from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from geodemo.data import VIEW_HEADINGS, build_transform, read_locations, view_paths
+from geodemo.data import VIEW_HEADINGS, read_locations, view_paths
 from geodemo.geo import COUNTY_CODES, county_names
-from geodemo.images import center_square, load_rgb
-from geodemo.model import POINT_TASKS, ClassifierModel, GeoModel, ModelConfig
+from geodemo.gradcam import location_gradcam
+from geodemo.heads import get_head, in_registry_order
+from geodemo.hub import local_checkpoint, pretrained_folder
+from geodemo.images import center_square, decode_budget, load_rgb
+from geodemo.model import POINT_TASKS, GeoModel, ModelConfig
 from geodemo.onnx_engine import engine_setting, onnx_backbone
+from geodemo.prediction import Prediction, view_slots
 from geodemo.readout import Readout
 
 log = logging.getLogger("geodemo.predict")
 TOP_CELLS = 10
 MAX_MODELS = 3  # loaded checkpoints kept per process (GEODEMO_MAX_MODELS); each holds ~80 MB
-_DIRECTIONS = {"north": 0, "east": 90, "south": 180, "west": 270}
 # Mirroring a panorama swaps east and west: slot v holds view (V - v) % V.
 _MIRROR = [(len(VIEW_HEADINGS) - v) % len(VIEW_HEADINGS) for v in range(len(VIEW_HEADINGS))]
-
-
-@dataclass
-class Prediction:
-    """Where one location is, with everything the app shows. Degrees WGS84; probabilities sum to 1."""
-
-    latitude: float  # the point (geodemo.readout): always on Croatian land
-    longitude: float
-    county: str  # name_hr of the county CONTAINING the point
-    county_code: str  # its ISO 3166-2 code
-    county_probabilities: dict[str, float]  # the county head's name_hr -> p, all 21, sorted descending
-    cell_probabilities: np.ndarray | None  # (C,) or None without a geocell head
-    top_cells: list[dict]  # [{latitude, longitude, probability}] top 10 centroids
-    argmax_cell: tuple[float, float] | None  # (lat, lon) centroid of the most probable cell
-    headings: dict[str, float]  # "0"/"90"/... (present views) -> predicted heading, degrees
-    model: str  # checkpoint name
-    elapsed_ms: float
-    timings_ms: dict = field(default_factory=dict)  # decode, resize (+ crop, normalise), forward, post ms
-    neighbours: list = field(default_factory=list)  # similar training locations (geodemo.retrieval)
-    expected_error_km: float | None = None  # the model's own expected km to the truth (None: coords only)
-
-    def to_json(self) -> dict:
-        """The /predict API object: exactly the contract keys, plain JSON types."""
-        return {
-            "latitude": self.latitude,
-            "longitude": self.longitude,
-            "county": self.county,
-            "county_probabilities": self.county_probabilities,
-            "top_cells": self.top_cells,
-            "headings": self.headings,
-            "neighbours": self.neighbours,
-            "expected_error_km": self.expected_error_km,
-            "model": self.model,
-            "elapsed_ms": self.elapsed_ms,
-        }
 
 
 _blas = {"users": 0, "limits": None}  # see _one_blas_thread
@@ -97,88 +63,14 @@ def _one_blas_thread():
                 _blas["limits"].restore_original_limits()
 
 
-def _view_slots(views) -> dict[int, object]:
-    """dict {0|90|180|270|"north"...: source|None} or list of up to 4 (N, E, S, W) -> {view index: source}."""
-    if isinstance(views, dict):
-        slots = {}
-        for key, source in views.items():
-            heading = _DIRECTIONS.get(str(key).lower(), key)
-            try:
-                v = VIEW_HEADINGS.index(int(heading))
-            except (ValueError, TypeError):
-                raise ValueError(
-                    f"unknown view {key!r}; use headings {VIEW_HEADINGS} or north/east/south/west"
-                ) from None
-            if source is not None:
-                slots[v] = source
-    elif isinstance(views, (list, tuple)):
-        if len(views) > len(VIEW_HEADINGS):
-            raise ValueError(
-                f"got {len(views)} views; a location has at most {len(VIEW_HEADINGS)} (N, E, S, W)"
-            )
-        slots = {v: s for v, s in enumerate(views) if s is not None}
-    else:
-        raise ValueError(
-            "views must be a dict {0, 90, 180, 270: image} or a list of up to 4 images (N, E, S, W)"
-        )
-    if not slots:
-        raise ValueError("at least one view image is required (north, east, south or west)")
-    return slots
-
-
 def _square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre square crop, then resize to size: exactly geodemo.data's eval transform."""
+    """Centre square crop, then resize to size: exactly geodemo.dataset's eval transform."""
     return center_square(rgb, size)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(-1, keepdims=True))
     return z / z.sum(-1, keepdims=True)
-
-
-def _jet(x: np.ndarray) -> np.ndarray:
-    """(H, W) in [0, 1] -> (H, W, 3) float RGB in [0, 1], a jet-like blue -> red ramp."""
-    return np.clip(1.5 - np.abs(4.0 * x[..., None] - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
-
-
-def grad_cam(fmap: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """Grad-CAM maps (N, h, w) >= 0 of a scalar ``target`` computed from ``fmap`` (N, D, h, w).
-
-    Each channel is weighted by its spatially averaged gradient (Selvaraju et al. 2017).
-    """
-    (grad,) = torch.autograd.grad(target, fmap)
-    return torch.relu((grad.mean((2, 3), keepdim=True) * fmap).sum(1)).detach().numpy()
-
-
-def cam_overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend a (h, w) Grad-CAM map, upsampled and scaled to [0, 1], over an (H, W, 3) uint8 image."""
-    heat = cv2.resize(cam, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-    heat = heat / heat.max() if heat.max() > 0 else heat
-    blend = (1 - alpha) * rgb.astype(np.float32) + alpha * 255.0 * _jet(heat)
-    return blend.clip(0, 255).astype(np.uint8)
-
-
-def classify_gradcam(model: ClassifierModel, config: ModelConfig, image, alpha: float = 0.45):
-    """Top class of one image for a classify checkpoint, and the Grad-CAM overlay of what decided it.
-
-    Args:
-        image: anything load_rgb takes (path, bytes, PIL image, array).
-
-    Returns:
-        (class name, (S, S, 3) uint8 overlay of the model's input crop, S = config.image_size).
-    """
-    size = config.image_size
-    rgb = load_rgb(image, min_side=size)
-    # the classify pipeline's own eval transform (as training/evaluate uses), so the CAM explains its input
-    images = build_transform(size, config.mean, config.std, train=False)(image=rgb)["image"][None]
-    rgb = _square_resize(rgb, size)  # the same crop, unnormalised, to draw on
-    model.eval()
-    with torch.inference_mode(False), torch.enable_grad():
-        fmap = model.feature_map(images)
-        logits = model.forward_map(fmap)["classify"][0]
-        top = int(logits.argmax())
-        cam = grad_cam(fmap, logits[top])
-    return config.class_names[top], cam_overlay(rgb, cam[0], alpha)
 
 
 class Predictor:
@@ -206,7 +98,7 @@ class Predictor:
 
         The backbone runs on ONNX Runtime unless GEODEMO_ENGINE=torch or the export fails (then PyTorch).
         """
-        path = Path(path).resolve()
+        path = local_checkpoint(path).resolve()  # hf://user/name: its downloaded folder (geodemo.hub)
         weights = path / "model.safetensors"
         key = (path, weights.stat().st_mtime_ns if weights.exists() else 0, engine_setting())
         with cls._lock:
@@ -222,6 +114,11 @@ class Predictor:
                 cls._cache.pop(next(iter(cls._cache)))
             return cls._cache[key]
 
+    @classmethod
+    def from_pretrained(cls, name_or_path, revision: str | None = None, cache_dir=None) -> Predictor:
+        """A checkpoint folder or a Hub model, "user/name" or "hf://user/name" (hub.pretrained_folder)."""
+        return cls.load(pretrained_folder(name_or_path, revision, cache_dir))
+
     # ------------------------------------------------------------ preprocessing
 
     def _decode(self, items: list) -> tuple[list[dict[int, np.ndarray]], float, float]:
@@ -230,16 +127,14 @@ class Predictor:
         crops = []
         for views in items:
             location = {}
-            for v, source in _view_slots(views).items():
-                t0 = time.perf_counter()
-                rgb = load_rgb(
-                    source,
-                    min_side=size,
-                    name=None if isinstance(source, (str, Path)) else f"the {VIEW_HEADINGS[v]} degree view",
-                )
-                t1 = time.perf_counter()
-                location[v] = _square_resize(rgb, size)
-                decode_s, resize_s = decode_s + t1 - t0, resize_s + time.perf_counter() - t1
+            with decode_budget():  # one location's views share one pixel budget and decode deadline
+                for v, source in view_slots(views).items():
+                    t0 = time.perf_counter()
+                    shown = None if isinstance(source, (str, Path)) else f"the {VIEW_HEADINGS[v]} degree view"
+                    rgb = load_rgb(source, min_side=size, name=shown)
+                    t1 = time.perf_counter()
+                    location[v] = _square_resize(rgb, size)
+                    decode_s, resize_s = decode_s + t1 - t0, resize_s + time.perf_counter() - t1
             crops.append(location)
         return crops, 1000 * decode_s, 1000 * resize_s
 
@@ -323,14 +218,17 @@ class Predictor:
         out = self.model.forward_features(feats, mask)
         out["embedding"] = self.model.fuse(feats, mask)  # (B, F): the retrieval query
         out = {k: v.float().numpy() for k, v in out.items()}
-        for key in ("geocell", "region"):
+        heads = [get_head(name) for name in in_registry_order(self.config.tasks)]
+        for key in (key for head in heads for key in head.probabilities):  # logits -> probabilities
             if key in out:
                 out[key] = _softmax(out[key].astype(np.float64))
         b = len(mask) // 2 if self.config.tta_flip else len(mask)  # locations
         if self.config.tta_flip:
             # Mirroring the photos does not mirror geography: average what the two panoramas say about the
-            # place (cell/county probabilities, coords); headings come from the original views only.
-            out = {k: (v[:b] if k.startswith("heading") else (v[:b] + v[b:]) / 2) for k, v in out.items()}
+            # place (cell/county probabilities, coords); per-view outputs (headings) come from the original
+            # views only.
+            own = {key for head in heads if head.per_view for key in head.outputs}
+            out = {k: (v[:b] if k in own else (v[:b] + v[b:]) / 2) for k, v in out.items()}
         out["view_mask"] = mask[:b].numpy()
         self._retrieve(out)
         return out
@@ -455,26 +353,17 @@ class Predictor:
         """
         return self.predict_batch([views])[0]
 
-    def predict_dataset(
-        self, root, frame: pd.DataFrame | None = None, batch_size: int = 16, progress=None, point_mode=None
-    ) -> pd.DataFrame:
-        """Predict every location of a LUMEN-layout dataset.
+    def iter_dataset(self, root, frame: pd.DataFrame | None = None, batch_size: int = 16, point_mode=None):
+        """Yield ``(uuid, Prediction or None)`` for every location of a LUMEN-layout dataset, in order.
 
-        Args:
-            frame: rows of `read_locations(root)` to predict (default all); progress: called (done, total).
-            point_mode: override the checkpoint's point mode.
-
-        Returns:
-            DataFrame with uuid, latitude, longitude (predicted, degrees), county (code of the county
-            containing the point), expected_error_km (the model's own expected error), plus
-            argmax_latitude/argmax_longitude with a geocell head, heading_<h> (degrees) with a heading head.
-            Locations without any view file get NaN.
+        The next chunk's files are found and decoded while this one runs forward (``_outputs``); None for a
+        location without any view file. ``frame``: rows of `read_locations(root)` (default all).
         """
         frame = read_locations(root) if frame is None else frame
         uuids = frame["uuid"].astype(str).tolist()
-        rows, queued = [], deque()
+        queued = deque()
 
-        def chunks():  # the next chunk's files are found and decoded while this one runs forward
+        def chunks():
             for start in range(0, len(uuids), batch_size):
                 chunk = uuids[start : start + batch_size]
                 items = {u: {VIEW_HEADINGS[v]: p for v, p in view_paths(root, u).items()} for u in chunk}
@@ -485,17 +374,28 @@ class Predictor:
         for batch in self._stream(chunks(), point_mode):
             chunk, present = queued.popleft()
             predicted = dict(zip(present, batch))
-            rows += [self._row(u, predicted.get(u)) for u in chunk]
-            if progress is not None:
-                progress(len(rows), len(uuids))
+            yield from ((u, predicted.get(u)) for u in chunk)
+
+    def predict_dataset(
+        self, root, frame: pd.DataFrame | None = None, batch_size: int = 16, progress=None, point_mode=None
+    ) -> pd.DataFrame:
+        """Predict every location of a LUMEN-layout dataset (``iter_dataset``) into a table.
+
+        ``progress``: called (done, total). Returns a DataFrame with uuid, latitude, longitude (predicted,
+        degrees), county (code of the county containing the point), expected_error_km (the model's own),
+        plus each head's columns (argmax_latitude/longitude, heading_<h>); NaN where a location has no view.
+        """
+        frame, rows = read_locations(root) if frame is None else frame, []
+        for uuid, p in self.iter_dataset(root, frame, batch_size, point_mode):
+            rows.append(self._row(uuid, p))
+            if progress is not None and (len(rows) % batch_size == 0 or len(rows) == len(frame)):
+                progress(len(rows), len(frame))
         return pd.DataFrame(rows, columns=self._columns())
 
     def _columns(self) -> list[str]:
         columns = ["uuid", "latitude", "longitude", "county", "expected_error_km"]
-        if "geocell" in self.config.tasks:
-            columns += ["argmax_latitude", "argmax_longitude"]
-        if "heading" in self.config.tasks:
-            columns += [f"heading_{h}" for h in VIEW_HEADINGS]
+        for name in in_registry_order(self.config.tasks):  # argmax_* (geocell), heading_<h> (heading)
+            columns += get_head(name).columns
         return columns
 
     def _row(self, uuid: str, p: Prediction | None) -> dict:
@@ -540,24 +440,8 @@ class Predictor:
     # ------------------------------------------------------------ explanation
 
     def gradcam(self, views, alpha: float = 0.45) -> dict[int, np.ndarray]:
-        """Grad-CAM on the backbone's last feature map, for the top predicted cell (else county, else coords).
-
-        No hooks: the backbone is run as forward_features -> forward_head, which is what its forward does,
-        so this stays safe while other threads predict with the same cached model.
-
-        Returns:
-            view index -> (S, S, 3) uint8 overlay of the model's input crop (S = image_size).
-        """
+        """Grad-CAM overlays of one location (as `predict` takes it): view index -> (S, S, 3) uint8 overlay
+        of the model's input crop, for the top predicted cell (see geodemo.gradcam.location_gradcam)."""
         crops = self._decode([views])[0][0]
         images, mask = self._tensors([crops])
-        images = images.contiguous(memory_format=torch.channels_last)  # the layout PyTorch always had here
-        backbone = self.model.backbone
-        with torch.inference_mode(False), torch.enable_grad():
-            fmap = backbone.forward_features(images)  # (P, D, h, w)
-            feats = backbone.forward_head(fmap, pre_logits=True)
-            per_view = feats.new_zeros(*mask.shape, feats.shape[-1])
-            per_view[mask] = feats
-            out = self.model.forward_features(per_view, mask)
-            key = next((k for k in ("geocell", "region") if k in out), None)
-            cam = grad_cam(fmap, out[key][0].max() if key else out["coords"].norm())  # (P, h, w)
-        return {v: cam_overlay(crops[v], cam[i], alpha) for i, v in enumerate(sorted(crops))}
+        return location_gradcam(self.model, crops, images, mask, alpha)

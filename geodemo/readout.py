@@ -79,7 +79,9 @@ class Readout:
     ones (``Reading.cell_p``, already tempered).
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, with_land_grid: bool = True):
+        """``with_land_grid``: min_expected_km also tries the CANDIDATE_SPACING_KM land grid (False: the cell
+        centroids alone, as benchmarks/research/point_mode.py compares)."""
         self.config = config
         self.codes = list(config.counties)  # column j of a county-probability vector is county codes[j]
         # COUNTY_CODES index -> column in codes (-1: a county the model does not know)
@@ -95,8 +97,8 @@ class Readout:
             self.cell_county = np.where(known, self._column[np.where(known, self.cells.county, 0)], -1)
             self._support = (self.cell_lat, self.cell_lon)
             # min_expected_km candidates, all on land: the centroids first (ties go to a mode), then the land
-            # grid (adding the training locations too changed no CV error: benchmarks/point_mode.py)
-            grid_lat, grid_lon = land_grid(CANDIDATE_SPACING_KM)
+            # grid (adding the training locations too changed no CV error: benchmarks/research/point_mode.py)
+            grid_lat, grid_lon = land_grid(CANDIDATE_SPACING_KM) if with_land_grid else ([], [])
             cand_lat, cand_lon = nearest_land(self.cell_lat, self.cell_lon)
             cand_lat, cand_lon = np.concatenate([cand_lat, grid_lat]), np.concatenate([cand_lon, grid_lon])
             self.cand_lat, self.cand_lon = cand_lat, cand_lon

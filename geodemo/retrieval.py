@@ -25,7 +25,7 @@ PCA_DIM = 128  # dimensions kept by that PCA
 EXACT_BELOW = 50_000  # exact numpy search below this many locations (a few ms); faiss above
 KNN_TEMPERATURE = 0.05  # softmax temperature over cosine similarities for the kNN vote
 # Weight of the kNN vote mixed into the geocell probabilities before the point is chosen. 0 = off: nested
-# CV on the sample did not show a win beyond 2 SE (benchmarks/knn_mix.py, BENCHMARKS.md).
+# CV on the sample did not show a win beyond 2 SE (benchmarks/research/knn_mix.py, BENCHMARKS.md).
 KNN_WEIGHT = 0.0
 
 
@@ -212,37 +212,3 @@ def knn_vote(
 def mix(cell_p: np.ndarray, vote: np.ndarray, weight: float) -> np.ndarray:
     """(1 - weight) * the cell head's probabilities + weight * the kNN vote, both (B, C)."""
     return (1.0 - weight) * cell_p + weight * vote
-
-
-def index_checkpoint(checkpoint, data_dir, uuids=None, fingerprint: str = "", batch_size: int = 16) -> Path:
-    """Embed a checkpoint's training locations with the checkpoint itself and store the index in it.
-
-    Args:
-        data_dir: the LUMEN-layout training data; uuids: the training locations (default every one).
-        fingerprint: the training data's fingerprint (default the checkpoint config's data_fingerprint).
-
-    Returns:
-        The written index file.
-    """
-    from geodemo.data import VIEW_HEADINGS, read_locations, view_paths
-    from geodemo.predict import Predictor
-
-    frame = read_locations(data_dir)
-    if uuids is not None:
-        frame = frame[frame["uuid"].astype(str).isin({str(u) for u in uuids})]
-    items, keep = [], []
-    for i, uid in enumerate(frame["uuid"].astype(str)):
-        paths = view_paths(data_dir, uid)
-        if paths:
-            items.append({VIEW_HEADINGS[v]: p for v, p in paths.items()})
-            keep.append(i)
-    frame = frame.iloc[keep]
-    predictor = Predictor.load(checkpoint)
-    fused = predictor.embed_batch(items, batch_size)
-    index = build_index(
-        fused, frame["latitude"], frame["longitude"], frame["uuid"].astype(str).tolist(),
-        fingerprint or predictor.config.data_fingerprint,
-    )
-    out = index.save(predictor.path)
-    predictor.__dict__.pop("index", None)  # the process's cached Predictor re-reads its (new) index
-    return out

@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from geodemo import labels
 from geodemo.geo import to_3765
+from geodemo.images import FORMATS
 
 OVERLAP_KM = 0.01  # a location within 10 m of a training location counts as seen in training
 LAT_RANGE, LON_RANGE = (-90.0, 90.0), (-180.0, 180.0)
@@ -63,7 +64,7 @@ def exif_gps(path) -> tuple[float, float] | None:
     geodemo.images refuses it with a clear message when the photo itself is read.
     """
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=FORMATS) as image:  # never a non-photo plugin
             gps = image.getexif().get_ifd(_GPS_IFD)
         if not gps or _LAT not in gps or _LON not in gps:
             return None

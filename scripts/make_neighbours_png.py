@@ -15,7 +15,7 @@ from geodemo import geo
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "geo" / "globe_hr.npz"
-OUT = geo.ASSETS_DIR / "geo" / "neighbours_land.png"
+OUT = geo.GEO_DIR / "neighbours_land.png"
 COLOUR = (226, 221, 208)  # warm grey: land, clearly not sea and not Croatia
 
 

@@ -9,7 +9,8 @@ import pytest
 from conftest import PREDICT_CONTRACT
 from gradio_client import Client, handle_file
 
-from geodemo.data import read_locations, validate_dataset, view_paths
+from geodemo.data import read_locations, view_paths
+from geodemo.validate import validate_dataset
 
 pytest_plugins = ["app_fixtures"]
 

@@ -65,8 +65,9 @@ def test_a_whole_game_and_its_summary(app_server, sample_dir):
     summary = out[-1]  # a gr.update: shown now that the game is over
     assert summary.get("visible", True)
     rows = summary.get("value", summary)["data"]
-    assert [str(r[0]) for r in rows] == ["1", "2", "3", "4", "5", "total"]
-    assert rows[-1][2] == sum(r[2] for r in rows[:-1])  # your total points
+    assert [str(r[0]) for r in rows] == ["1", "2", "3", "4", "5", "mean", "total"]
+    assert rows[-1][2] == sum(r[2] for r in rows[:-2])  # your total points
+    assert rows[-1][1] in ("", None)  # no mean km on the row of summed points
     assert "Game over" in out[2]  # (the State output is not returned to API clients)
     with pytest.raises(Exception, match="game is over"):
         client.predict(api_name="/play_next")

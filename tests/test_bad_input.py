@@ -19,7 +19,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from geodemo.data import DatasetError, read_locations, validate_dataset, view_paths
+from geodemo.data import DatasetError, read_locations, view_paths
+from geodemo.validate import validate_dataset
 
 pytest_plugins = ["app_fixtures"]
 REPO = Path(__file__).resolve().parents[1]

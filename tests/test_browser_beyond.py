@@ -13,6 +13,12 @@ pytestmark = pytest.mark.browser
 PANORAMA = EXAMPLES_DIR / "panorama.jpg"
 
 
+def _artifact(pg, name: str) -> None:
+    """A screenshot to tests/artifacts/ only (docs/screenshots/ of these: test_browser_predict_stale)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
 def _mobile_shot(browser, url: str, name: str, steps) -> None:  # noqa: F811 - the fixture's value
     """Run `steps(page)` in a 390 px wide phone-sized page and save a full-page screenshot."""
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
@@ -53,7 +59,7 @@ def test_upload_a_panorama_and_see_the_crops(page, browser, app_server):  # noqa
     assert page.locator("#panorama-crops img").count() >= 4
     captions = page.locator("#panorama-crops").inner_text()
     assert "North" in captions and "West" in captions
-    _shot(page, "panorama")
+    _artifact(page, "panorama")
     _mobile_shot(browser, app_server.url, "panorama-390", _predict_panorama)
 
 
@@ -104,7 +110,7 @@ def test_neighbours_on_the_map_with_their_photos(page, browser, app_server, samp
     assert "similar-looking known places" in page.locator("#predict-map").inner_text()
     assert "not the answer" in page.locator("#predict-neighbours-caption").inner_text()
     assert "cosine" in page.locator("#predict-neighbours").inner_text()
-    _shot(page, "neighbours")
+    _artifact(page, "neighbours")
     page.click("#predict-clear")  # Clear takes the neighbours away with the rest of the result
     page.locator("#predict-neighbours").wait_for(state="hidden")
     page.wait_for_function(  # and the map (redrawn in place) shows no prediction any more

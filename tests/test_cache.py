@@ -13,6 +13,7 @@ import torch
 
 from geodemo.data import read_locations
 from training import cache as emb
+from training import fill
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -22,7 +23,7 @@ FILLER = """
 import sys, time, torch
 from geodemo.data import read_locations
 from geodemo.model import GeoModel, ModelConfig
-from training import cache as emb
+from training import cache as emb, fill
 torch.manual_seed(0)
 model = GeoModel(ModelConfig.for_backbone("test_efficientnet", ["region"], image_size=64))
 frame = read_locations(sys.argv[1])
@@ -30,8 +31,8 @@ cache = emb.EmbeddingCache(sys.argv[2])
 keys = emb.location_keys(sys.argv[1], frame, "t", emb.weights_hash(model.backbone), 64, model.config.mean,
                          model.config.std, emb.FileHashes(sys.argv[2]))
 pause = float(sys.argv[3])
-emb.fill_cache(model, sys.argv[1], frame, keys, cache, 64, model.config.mean, model.config.std, batch_size=4,
-               workers=0, engine="torch", flush_rows=4, progress=lambda done, total: time.sleep(pause))
+fill.fill_cache(model, sys.argv[1], frame, keys, cache, 64, model.config.mean, model.config.std, batch_size=4,
+                workers=0, engine="torch", flush_rows=4, progress=lambda done, total: time.sleep(pause))
 """
 
 
@@ -51,7 +52,7 @@ def _keys(data, model, root):
 
 def _fill(model, data, frame, keys, cache, **kwargs):
     kwargs = {"workers": 0, "engine": "torch", **kwargs}
-    return emb.fill_cache(
+    return fill.fill_cache(
         model, data, frame, keys, cache, SIZE, model.config.mean, model.config.std, **kwargs
     )
 
@@ -78,7 +79,7 @@ def test_views_are_embedded_once_mirrors_only_on_request_and_read_lazily(data, t
     feats = bank.materialise()
     assert feats.shape == (len(frame), 1, 4, bank.dim) and bank.mask.all()
     assert len(list((cache.dir / "shards").glob("*.npy"))) == 1
-    from geodemo.data import LocationDataset
+    from geodemo.dataset import LocationDataset
 
     views = LocationDataset(data, frame.head(2), SIZE, model.config.mean, model.config.std)[1]["views"]
     with torch.inference_mode():
@@ -224,12 +225,12 @@ def test_frozen_epochs_before_unfreeze_read_the_cache_then_images(data, tmp_path
 
 def test_view_crops_are_the_eval_transform_in_uint8(sample_dir):
     """The fill's decode (uint8, no albumentations) gives exactly the eval transform's pixels."""
-    from geodemo.data import build_transform
+    from geodemo.dataset import build_transform
     from geodemo.images import load_rgb
 
     paths = sorted((sample_dir / "images").glob("*/*.jpg"))[:4]
     transform = build_transform(SIZE, (0.0, 0.0, 0.0), (1 / 255,) * 3, train=False)  # 0..255 as float
-    crops = emb._ViewCrops(paths, SIZE)
+    crops = fill.ViewCrops(paths, SIZE)
     for i, path in enumerate(paths):
         want = transform(image=load_rgb(path, min_side=SIZE))["image"]
         assert crops[i].dtype == torch.uint8 and torch.allclose(crops[i].float(), want, atol=1e-3)

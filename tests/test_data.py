@@ -8,19 +8,9 @@ import pytest
 import torch
 
 from geodemo import geo
-from geodemo.data import (
-    VIEW_HEADINGS,
-    DatasetError,
-    LocationDataset,
-    build_transform,
-    images_dir,
-    is_safe_id,
-    kfold_splits,
-    location_split,
-    read_locations,
-    validate_dataset,
-    view_paths,
-)
+from geodemo.data import VIEW_HEADINGS, DatasetError, images_dir, is_safe_id, read_locations, view_paths
+from geodemo.dataset import LocationDataset, build_transform, kfold_splits, location_split
+from geodemo.validate import validate_dataset
 
 MEAN = STD = (0.5, 0.5, 0.5)
 
@@ -262,7 +252,7 @@ def test_duplicate_id_check_is_linear_in_the_rows():
     """32k rows, every id twice: was rows x duplicates pandas comparisons (33 s); one pass now (~2 s)."""
     import time
 
-    from geodemo.data import ValidationReport, _check_rows
+    from geodemo.validate import ValidationReport, _check_rows
 
     n = 32000
     ids = [f"loc{i // 2}" for i in range(n)]

@@ -13,9 +13,9 @@ from geodemo.predict import Predictor
 MAX_MB = 25
 
 
-def test_default_checkpoint_is_three_small_safe_files():
+def test_default_checkpoint_is_small_safe_files_and_a_card():
     files = sorted(p.name for p in DEFAULT_CHECKPOINT.iterdir())
-    assert files == ["config.json", "model.safetensors", "retrieval.safetensors"]
+    assert files == ["README.md", "config.json", "model.safetensors", "retrieval.safetensors"]
     size_mb = sum(p.stat().st_size for p in DEFAULT_CHECKPOINT.iterdir()) / 2**20
     assert size_mb <= MAX_MB, f"{size_mb:.1f} MB"
     config = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text())

@@ -21,8 +21,9 @@ from PIL import Image
 
 from geodemo import geo
 from geodemo import labels as labels_module
-from geodemo.data import read_locations, validate_dataset
+from geodemo.data import read_locations
 from geodemo.labels import LabelError, LabelStore
+from geodemo.validate import validate_dataset
 
 pytest_plugins = ["app_fixtures"]
 LAT, LON = 45.815, 15.982  # Zagreb
@@ -171,6 +172,8 @@ def test_training_interrupted_after_an_epoch_resumes_to_the_same_result(
         batch_size=2,
         seed=3,
         cache=cache,  # on images the augmentations must repeat too
+        val_fraction=0.2,  # a split and the best epoch, as before issue 21 made the recipe the default
+        select_best=True,
     )
     kwargs = dict(enable_progress_bar=False, cache_dir=tmp_path / "cache")
 

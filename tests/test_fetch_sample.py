@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from geodemo.data import read_locations, validate_dataset
+from geodemo.data import read_locations
+from geodemo.validate import validate_dataset
 
 SCRIPT = REPO / "scripts" / "fetch_sample.py"
 

@@ -56,9 +56,12 @@ def test_a_game_scores_each_round_and_sums_up(sample_dir):
     with pytest.raises(ValueError, match="game is over"):
         game.next_round()
     table = game.summary()
-    assert list(table["round"]) == [1, 2, 3, 4, 5, "total"]
+    assert list(table["round"]) == [1, 2, 3, 4, 5, "mean", "total"]
     assert table["you (points)"].iloc[-1] == sum(r["you_score"] for r in game.results)
     assert table["model (points)"].iloc[-1] == 5 * 5000
+    # the km are averaged on their own row; the points' total row holds no km (no mean beside a sum)
+    assert table["you (km)"].iloc[-2] == pytest.approx(sum(r["you_km"] for r in game.results) / 5, abs=0.06)
+    assert table["you (km)"].iloc[-1] == "" and table["you (points)"].iloc[-2] == ""
 
 
 def test_bad_guesses_are_refused_and_the_truth_waits_for_a_guess(sample_dir):
@@ -84,3 +87,55 @@ def test_a_dataset_smaller_than_a_game_plays_all_its_locations(tmp_path, sample_
     (tmp_path / "data.csv").write_text("uuid,latitude,longitude\nabc,45.8,15.9\n")
     with pytest.raises(ValueError):
         new_game(tmp_path)
+
+
+def test_a_fair_game_draws_only_locations_the_model_did_not_train_on(sample_dir):
+    """With the checkpoint's training locations, rounds come from the others; with only those, it says so."""
+    from geodemo.game import TRAINING, UNKNOWN, UNSEEN
+
+    frame = read_locations(sample_dir)
+    held_out = set(frame.uuid.iloc[:7])
+    trained = frame[~frame.uuid.isin(held_out)]
+    train_locations = {"uuid": trained.uuid.tolist(), "latitude": trained.latitude.tolist(),
+                       "longitude": trained.longitude.tolist()}
+    for seed in range(4):
+        game = new_game(sample_dir, seed=seed, train_locations=train_locations)
+        assert game.fairness == UNSEEN and game.pool == 7
+        assert {r.uuid for r in game.rounds} <= held_out and len(game.rounds) == ROUNDS
+    everything = {"uuid": frame.uuid.tolist(), "latitude": frame.latitude.tolist(),
+                  "longitude": frame.longitude.tolist()}
+    assert new_game(sample_dir, seed=0, train_locations=everything).fairness == TRAINING
+    assert new_game(sample_dir, seed=0).fairness == UNKNOWN
+
+
+def test_a_label_made_from_a_training_photo_is_not_unseen(sample_dir, tmp_path):
+    """A labelled copy of a training location (its source_uuid) counts as seen, whatever its point."""
+    import pandas as pd
+
+    from geodemo.game import seen_in_training
+
+    frame = read_locations(sample_dir).head(3)
+    labels = pd.DataFrame({"uuid": ["new1", "new2"], "latitude": [45.1, 45.2], "longitude": [15.1, 15.2],
+                           "source_uuid": [frame.uuid.iloc[0], None]})
+    train = {"uuid": frame.uuid.tolist(), "latitude": frame.latitude.tolist(),
+             "longitude": frame.longitude.tolist()}
+    assert seen_in_training(labels, train).tolist() == [True, False]
+    assert seen_in_training(labels, None) is None
+
+
+def test_the_honest_error_comes_from_the_config_or_the_card(tmp_path):
+    import json
+
+    from geodemo.game import honest_error_km
+
+    (tmp_path / "config.json").write_text(json.dumps({"metrics": {"train_seconds": 3}}))
+    assert honest_error_km(tmp_path) is None  # nothing recorded: unknown, never a made-up figure
+    (tmp_path / "README.md").write_text(
+        "---\nmodel-index:\n- name: m\n  results:\n  - task: {type: image-classification}\n"
+        "    dataset: {name: LUMEN sample (5-fold cross-validation), type: lumen}\n"
+        "    metrics:\n    - {type: mean_km, name: mean error (km), value: 134.2}\n---\n# card\n"
+    )
+    assert honest_error_km(tmp_path) == pytest.approx(134.2)
+    (tmp_path / "config.json").write_text(json.dumps({"metrics": {"cv": {"mean_km": 120.5}}}))
+    assert honest_error_km(tmp_path) == pytest.approx(120.5)
+    assert honest_error_km(tmp_path / "missing") is None

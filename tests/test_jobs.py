@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from geodemo.jobs import JobError, JobManager, evaluate_args, train_args
+from geodemo.jobform import JobError, evaluate_args, train_args
+from geodemo.jobs import JobManager
 
 # A stand-in for `python -m training`: logs its args, writes progress, sleeps if asked, exits with a code.
 FAKE_CLI = r"""
@@ -209,7 +210,7 @@ def test_names_are_reserved_on_submit_and_freed_by_delete(tmp_path, fake_cli):
 
 
 def test_the_curated_log_keeps_progress_lines_only(tmp_path):
-    from geodemo.jobs import PROGRESS_PREFIX
+    from geodemo.progress import PROGRESS_PREFIX
 
     manager = JobManager(tmp_path / "jobs", start=False)
     job = manager.submit("train", ["train"], out="x")
@@ -257,8 +258,9 @@ def test_the_train_tab_job_view_offers_the_full_log_and_a_plain_status(tmp_path)
     """Curated lines on the page, the whole log as a download; "done", never "done · done"."""
     from pathlib import Path
 
-    from geodemo.jobs import PROGRESS_PREFIX
-    from geodemo.ui.train_tab import job_view, progress_html
+    from geodemo.progress import PROGRESS_PREFIX
+    from geodemo.ui.train_tab import job_view
+    from geodemo.ui.widgets import progress_html
 
     manager = JobManager(tmp_path / "jobs", start=False)
     job = manager.submit("train", ["train"], out="x")
@@ -273,3 +275,37 @@ def test_the_train_tab_job_view_offers_the_full_log_and_a_plain_status(tmp_path)
     assert "done · 100%" in done and "done · done" not in done
     cache = progress_html({"stage": "cache", "step": 40, "total_steps": 400, "fraction": 0.02}, "running")
     assert "caching embeddings 40 / 400" in cache
+    trained = progress_html({"stage": "train", "epoch": 0, "max_epochs": 2,
+                             "metrics": {"val/loss_geocell": 3.32, "val/mean_km": 134.2}}, "running")
+    assert "validation geocell loss 3.32" in trained and "validation mean error 134.2 km" in trained
+    assert "val/" not in trained  # human names, never the raw logged keys
+
+
+def test_a_finished_training_job_shows_its_km_and_only_trainable_datasets_are_offered(tmp_path):
+    """The jobs table's result column: the mean km (and baseline) of a done job; nothing for others."""
+    import json
+    from types import SimpleNamespace
+
+    from geodemo.ui.train_tab import JOB_COLUMNS, job_result, training_datasets
+
+    manager = JobManager(tmp_path / "jobs", start=False)
+    job = manager.submit("train", ["train"], out=str(tmp_path / "ckpt"))
+    history = [{"epoch": 0, "train/loss": 3.0, "val/mean_km": 150.0}, {"epoch": 1, "val/mean_km": 120.04}]
+    (manager.path(job.id) / "progress.json").write_text(json.dumps({"history": history}))
+    assert job_result(manager, job) == ""  # queued: no result yet
+    done = SimpleNamespace(id=job.id, status="done", out=str(tmp_path / "ckpt"))
+    assert job_result(manager, done).startswith("mean 120.0 km")
+    (tmp_path / "ckpt2").mkdir()
+    report = {"accuracy": {"mean_km": 88.0, "baseline_mean_km": 140.0}, "warnings": ["Collapsed."]}
+    config = {"metrics": {"mean_km": 90.0, "report": report}}  # the report's km wins (training.report)
+    (tmp_path / "ckpt2" / "config.json").write_text(json.dumps(config))
+    other = SimpleNamespace(id="other", status="done", out=str(tmp_path / "ckpt2"))
+    assert job_result(manager, other) == "mean 88.0 km · baseline 140.0 km · ⚠ Collapsed. → Evaluate"
+    assert JOB_COLUMNS[-1] == "id" and "result" in JOB_COLUMNS
+
+    labelled, bare = tmp_path / "labelled", tmp_path / "bare"
+    for folder in (labelled, bare):
+        (folder / "images").mkdir(parents=True)
+    (labelled / "data.csv").write_text("uuid,latitude,longitude\n")
+    settings = SimpleNamespace(dataset_choices=lambda: [("labelled", str(labelled)), ("bare", str(bare))])
+    assert training_datasets(settings) == [("labelled", str(labelled))]  # no data.csv: not trainable

@@ -44,7 +44,8 @@ def test_training_on_cache_beats_mean_coordinate_baseline(tmp_path):
         dropout=0.0,
     )
     ckpt = train(data, tmp_path / "ckpt", cfg, cache_dir=tmp_path / "cache", enable_progress_bar=False)
-    from geodemo.data import location_split, read_locations
+    from geodemo.data import read_locations
+    from geodemo.dataset import location_split
 
     frame = read_locations(data)
     split = location_split(frame["uuid"], val_fraction=0.25, seed=0)

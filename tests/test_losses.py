@@ -1,11 +1,11 @@
-"""Known answers for the training losses."""
+"""Known answers for the heads' losses (geodemo.losses)."""
 
 import math
 
 import torch
 import torch.nn.functional as F
 
-from training import losses
+from geodemo import losses
 
 
 def test_haversine_smoothing_with_tiny_tau_equals_one_hot_ce():

@@ -10,9 +10,9 @@ import pytest
 from safetensors.torch import load_file
 
 from geodemo.data import read_locations, view_paths
-from geodemo.jobs import PROGRESS_PREFIX
 from geodemo.labels import LabelStore
-from training.datamodule import data_fingerprint
+from geodemo.progress import PROGRESS_PREFIX
+from training.sources import data_fingerprint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--backbone", "test_efficientnet", "--image-size", "64", "--max-epochs", "1", "--batch-size", "4",
@@ -94,7 +94,8 @@ def test_the_same_folder_twice_is_refused(two_datasets, tmp_path):
 
 def test_the_train_form_trains_on_two_datasets(two_datasets, tmp_path):
     """What the Train tab submits (two ticked datasets) runs as a real job and trains on both."""
-    from geodemo.jobs import JobManager, train_args
+    from geodemo.jobform import train_args
+    from geodemo.jobs import JobManager
 
     a, b = two_datasets
     params = {"task": "geocell", "backbone": "test_efficientnet", "datasets": [str(a), str(b)],

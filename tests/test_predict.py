@@ -10,7 +10,8 @@ from PIL import Image
 
 from geodemo.cells import CellSet, build_grid
 from geodemo.checkpoint import CheckpointError, save_checkpoint
-from geodemo.data import build_transform, read_locations
+from geodemo.data import read_locations
+from geodemo.dataset import build_transform
 from geodemo.geo import (
     COUNTY_CODES,
     XYStats,
@@ -22,7 +23,8 @@ from geodemo.geo import (
 )
 from geodemo.images import load_rgb
 from geodemo.model import ModelConfig, build_model
-from geodemo.predict import Prediction, Predictor
+from geodemo.predict import Predictor
+from geodemo.prediction import Prediction
 
 TINY = "test_efficientnet"
 

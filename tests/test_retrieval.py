@@ -88,7 +88,7 @@ def test_knn_vote_weights_cells_by_similarity():
 def indexed_checkpoint(tmp_path_factory, sample_dir):
     """The bundled checkpoint with an index of the first 12 sample locations."""
     from geodemo.checkpoint import DEFAULT_CHECKPOINT
-    from geodemo.retrieval import index_checkpoint
+    from training.index import index_checkpoint
 
     ckpt = tmp_path_factory.mktemp("ckpt") / "indexed"
     shutil.copytree(DEFAULT_CHECKPOINT, ckpt)
@@ -143,6 +143,7 @@ def test_a_frozen_cached_run_indexes_from_its_features_not_the_images(sample_dir
     over the images) and matches what embedding the images with the finished checkpoint gives."""
     from test_training_cli import tiny_copy
 
+    from training import index as indexing
     from training.config import TrainConfig
     from training.fit import train
 
@@ -153,13 +154,13 @@ def test_a_frozen_cached_run_indexes_from_its_features_not_the_images(sample_dir
     def no_second_pass(*args, **kwargs):
         raise AssertionError("the images were embedded again")
 
-    monkeypatch.setattr(retrieval, "index_checkpoint", no_second_pass)
+    monkeypatch.setattr(indexing, "index_checkpoint", no_second_pass)
     out = train(data, tmp_path / "ckpt", cfg, enable_progress_bar=False, cache_dir=tmp_path / "cache")
     fused = load_index(out)
     monkeypatch.undo()
     again = tmp_path / "again"
     shutil.copytree(out, again)
-    retrieval.index_checkpoint(again, data, fused.uuids)
+    indexing.index_checkpoint(again, data, fused.uuids)
     embedded = load_index(again)
     assert fused.uuids == embedded.uuids == read_locations(data)["uuid"].tolist()
     cosine = (fused.embeddings.astype(np.float32) * embedded.embeddings.astype(np.float32)).sum(1)

@@ -7,9 +7,10 @@ import pytest
 import torch
 from test_training_cli import cli, tiny_copy
 
-from geodemo.data import LocationDataset, read_locations
-from training import streaming
-from training.datamodule import data_fingerprint
+from geodemo.data import read_locations
+from geodemo.dataset import LocationDataset
+from training import sources, streaming
+from training.sources import data_fingerprint
 from training.streaming import chunk_dataset
 
 SIZE = 64
@@ -36,7 +37,7 @@ def chunks(source, tmp_path_factory):
 
 
 def test_optimize_writes_litdata_chunks_with_every_location(chunks, source):
-    assert streaming.is_chunks(chunks) and list(chunks.glob("chunk-*.bin"))
+    assert sources.is_chunks(chunks) and list(chunks.glob("chunk-*.bin"))
     assert sorted(read_locations(chunks)["uuid"]) == sorted(read_locations(source)["uuid"])
     # data.csv follows litdata's item order: row i is item i
     assert streaming.item_uuids(chunks) == read_locations(chunks)["uuid"].tolist()
@@ -68,7 +69,7 @@ def test_train_one_epoch_from_chunks(chunks, tmp_path):
     ckpt = tmp_path / "ckpt"
     r = cli("train", "--task", "multi", "--data", chunks, "--out", ckpt, "--backbone", "test_efficientnet",
             "--image-size", SIZE, "--max-epochs", 1, "--batch-size", 4, "--num-workers", 1,
-            "--no-progress-bar", "--cache-dir", tmp_path / "cache")
+            "--val-fraction", 0.25, "--no-progress-bar", "--cache-dir", tmp_path / "cache")
     assert r.returncode == 0, r.stderr[-2000:]
     config = json.loads((ckpt / "config.json").read_text())
     metrics = config["metrics"]
@@ -92,7 +93,7 @@ def test_train_from_chunks_in_object_storage(chunks, tmp_path):
     ckpt, cache = tmp_path / "ckpt", tmp_path / "cache"
     r = cli("train", "--task", "multi", "--data", f"local:{chunks}", "--out", ckpt, "--backbone",
             "test_efficientnet", "--image-size", SIZE, "--max-epochs", 1, "--batch-size", 4,
-            "--num-workers", 0, "--no-progress-bar", "--cache-dir", cache)
+            "--num-workers", 0, "--val-fraction", 0.25, "--no-progress-bar", "--cache-dir", cache)
     assert r.returncode == 0, r.stderr[-2000:]
     metrics = json.loads((ckpt / "config.json").read_text())["metrics"]
     assert metrics["train_locations"] + metrics["val_locations"] == 8 and metrics["loss"] > 0

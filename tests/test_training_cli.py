@@ -13,6 +13,7 @@ from PIL import Image
 
 from geodemo.images import load_rgb
 from training import cache as emb
+from training import fill
 from training.config import TrainConfig, tasks_for
 from training.evaluate import CONTRACT_KEYS, evaluate
 from training.fit import train
@@ -71,6 +72,8 @@ def test_cli_train_evaluate_predict(tiny, tmp_path, prior_csv):
         2,
         "--limit-val-batches",
         1,
+        "--val-fraction",  # the recipe trains on every location; a split gives the progress file a history
+        0.2,
         "--no-progress-bar",
         "--progress-file",
         tmp_path / "progress.json",
@@ -220,7 +223,7 @@ def test_cache_hits_on_second_run_and_misses_on_changed_file(tiny, tmp_path):
     wkey = emb.weights_hash(model.backbone)
     keys = emb.location_keys(tiny, frame, "test_efficientnet", wkey, 64, model.config.mean, model.config.std)
     assert (
-        emb.fill_cache(model, tiny, frame, keys, cache, 64, model.config.mean, model.config.std)["embedded"]
+        fill.fill_cache(model, tiny, frame, keys, cache, 64, model.config.mean, model.config.std)["embedded"]
         == 3
     )
 
@@ -229,7 +232,7 @@ def test_cache_hits_on_second_run_and_misses_on_changed_file(tiny, tmp_path):
 
     model.backbone.forward = boom
     assert (
-        emb.fill_cache(model, tiny, frame, keys, cache, 64, model.config.mean, model.config.std)["embedded"]
+        fill.fill_cache(model, tiny, frame, keys, cache, 64, model.config.mean, model.config.std)["embedded"]
         == 0
     )
     feats, mask = emb.load_features(keys, cache)

@@ -12,7 +12,7 @@ import torch
 import geodemo.data as gd
 from geodemo.data import ImageScan, read_locations, view_paths
 from training import cache as emb
-from training.datamodule import data_fingerprint
+from training.sources import data_fingerprint
 
 
 @pytest.fixture()
@@ -135,7 +135,7 @@ def test_a_training_run_walks_the_data_once_and_does_not_read_the_loss_every_ste
     monkeypatch.setattr(fit.ProgressFile, "on_train_batch_end", progress_batch_end)
     cfg = TrainConfig(
         tasks=tasks_for("multi"), backbone="test_efficientnet", weights="none", image_size=64, max_epochs=1,
-        batch_size=1, num_workers=0,
+        batch_size=1, num_workers=0, val_fraction=0.2,  # a split: validation ends the counted steps
     )
     out = fit.train(data, tmp_path / "ckpt", cfg, limit_val_batches=1, enable_progress_bar=False,
                     progress_file=tmp_path / "progress.json",

@@ -6,7 +6,6 @@ x/y normalisation statistics (all from TRAINING points only) and the frozen-back
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from pathlib import Path
@@ -20,38 +19,16 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from geodemo import geo
 from geodemo.backbones import get_backbone_spec
 from geodemo.cells import build_cells
-from geodemo.data import (
-    DatasetError,
-    ImageScan,
-    LocationDataset,
-    build_transform,
-    images_dir,
-    location_split,
-    read_locations,
-    walk_files,
-)
+from geodemo.data import DatasetError, ImageScan, read_locations
+from geodemo.dataset import LocationDataset, build_transform, location_split
 from geodemo.images import load_rgb
 from geodemo.model import ModelConfig
 from training import cache as emb
-from training import streaming
+from training import fill
 from training.config import TrainConfig
+from training.sources import data_fingerprint, is_chunks
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def data_fingerprint(root, scan: ImageScan | None = None) -> str:
-    """sha256 over data.csv bytes and the sorted list of image files (relative path + size).
-
-    ``scan``: the dataset's ``ImageScan`` when one was made already (its walk is reused).
-    """
-    root = Path(root)
-    digest = hashlib.sha256((root / "data.csv").read_bytes())
-    if streaming.is_chunks(root):  # chunks: every chunk file
-        files = walk_files(root)
-    else:
-        files = scan.files if scan is not None else walk_files(images_dir(root))
-    digest.update("".join(f"{'/'.join(f[0])}:{f[2]}\n" for f in files).encode())  # sorted by path
-    return digest.hexdigest()
 
 
 def train_locations(frame: pd.DataFrame) -> dict:
@@ -168,7 +145,7 @@ class GeoDataModule(L.LightningDataModule):
         # frozen epochs (all, or those before unfreeze_epoch) train on cached features, later ones on images
         frozen_epochs = cfg.max_epochs if cfg.frozen_throughout else cfg.unfreeze_epoch
         # litdata chunks (training.streaming) hold no image files to embed: every epoch streams them
-        self.chunks = streaming.is_chunks(self.data_dir)
+        self.chunks = is_chunks(self.data_dir)
         self.cache_epochs = frozen_epochs if cfg.cache and not self.chunks else 0
         self.use_cache = self.cache_epochs > 0
         self.switches_to_images = self.use_cache and self.cache_epochs < cfg.max_epochs  # reload loaders then
@@ -224,7 +201,8 @@ class GeoDataModule(L.LightningDataModule):
         """Whether ``split``'s items mirror the panorama at random (training, not with the heading head)."""
         return self.cfg.hflip and split == "train" and "heading" not in self.cfg.tasks
 
-    def _base(self, split: str) -> LocationDataset:
+    def location_dataset(self, split: str) -> LocationDataset:
+        """The image dataset of ``split`` ("train" or "val"): transforms, panorama mirroring, targets."""
         return LocationDataset(
             self.data_dir,
             self.frames[split],
@@ -237,7 +215,7 @@ class GeoDataModule(L.LightningDataModule):
             xy_stats=self.xy_stats,
         )
 
-    def _keys(self, frame: pd.DataFrame) -> list[dict]:
+    def cache_keys(self, frame: pd.DataFrame) -> list[dict]:
         """Cache keys of ``frame``'s rows; each file is stat-ed once per run, read only if new or changed."""
         wkey = emb.weights_hash(self.embedder.backbone)
         if self._key_memo.get("weights") != wkey:
@@ -258,11 +236,11 @@ class GeoDataModule(L.LightningDataModule):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         # mirrored views only where training flips panoramas: the training rows of a recipe with hflip
         mirror = self._hflip("train")
-        self.cache_stats = emb.fill_cache(
+        self.cache_stats = fill.fill_cache(
             self.embedder,
             self.data_dir,
             frame,
-            self._keys(frame),
+            self.cache_keys(frame),
             self.cache,
             self.image_size,
             self.mean,
@@ -275,13 +253,15 @@ class GeoDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val"):
-            base = self.image_datasets[split] = self._base(split)
+            base = self.image_datasets[split] = self.location_dataset(split)
             if self.chunks:
+                from training import streaming  # litdata: an optional dependency, only for chunks
+
                 self.image_datasets[split] = streaming.chunk_dataset(
                     self.data_dir, base, shuffle=split == "train", seed=self.cfg.seed
                 )
             if self.use_cache and len(self.frames[split]):  # val may be empty (val_fraction 0)
-                bank = emb.FeatureBank(self._keys(self.frames[split]), self.cache, mirror=base.hflip)
+                bank = emb.FeatureBank(self.cache_keys(self.frames[split]), self.cache, mirror=base.hflip)
                 base = emb.CachedLocationDataset(base, bank, bank.mask, hflip=base.hflip)
             self.datasets[split] = base
 
@@ -295,6 +275,8 @@ class GeoDataModule(L.LightningDataModule):
         workers = 0 if cached else loader_workers(self.cfg.num_workers)
         pin_memory = trainer is not None and trainer.strategy.root_device.type == "cuda"
         if self.chunks:  # litdata shards by rank and worker and shuffles by (seed, epoch) itself
+            from training import streaming
+
             return streaming.chunk_loader(dataset, self.cfg.batch_size, workers, pin_memory, seed_worker)
         sampler = None
         if split == "train" and (trainer is None or trainer.world_size == 1):

@@ -4,7 +4,7 @@
 ``UnrepeatedDistributedSamplerWrapper``: disjoint shares, no padding). A ``BasePredictionWriter`` on each rank
 writes that rank's share as it goes, and rank 0 merges once after a barrier:
 
-- embedding (``embed_datasets``): rank 0 plans the fill (``training.cache.plan_fill``: the missing views,
+- embedding (``embed_datasets``): rank 0 plans the fill (``training.fill.plan_fill``: the missing views,
   repeated content once) and broadcasts the plan; every rank stores its rows with
   ``EmbeddingCache.put_many`` (a shard file per write, index lines appended under a lock); the merge is rank 0
   checking that every planned view is indexed;
@@ -12,7 +12,7 @@ writes that rank's share as it goes, and rank 0 merges once after a barrier:
   parts, drops repeated rows and restores the dataset's order. The read-out is ``Predictor.predict_batch``.
 
 The rank processes must see the same dataset paths and cache/output folders (a shared file system across
-nodes). The default flags (one CPU process) take the single-process paths: ``training.cache.fill_cache`` and
+nodes). The default flags (one CPU process) take the single-process paths: ``training.fill.fill_cache`` and
 ``Predictor.predict_dataset``.
 """
 
@@ -33,9 +33,11 @@ from torch.utils.data import DataLoader, Dataset
 from geodemo.backbones import get_backbone_spec
 from geodemo.checkpoint import CheckpointError, load_checkpoint, read_config
 from geodemo.data import VIEW_HEADINGS, read_locations, view_paths
+from geodemo.heads import POINT_TASKS
 from geodemo.images import center_square, load_rgb
-from geodemo.model import POINT_TASKS, GeoModel, ModelConfig
+from geodemo.model import GeoModel, ModelConfig
 from training import cache as emb
+from training import fill
 
 PREDICT_COLUMNS = ["uuid", "latitude", "longitude"]
 
@@ -103,12 +105,12 @@ def embedding_model(checkpoint=None, backbone: str | None = None, weights: str =
 
 def _plan(model: GeoModel, name: str, roots: list, cache: emb.EmbeddingCache, mirror: bool) -> tuple:
     """(the fill plan over every folder, rows read): the keys training computes (``location_keys``)."""
-    config, plan, rows = model.config, emb.FillPlan(), 0
+    config, plan, rows = model.config, fill.FillPlan(), 0
     wkey, hashes = emb.weights_hash(model.backbone), emb.FileHashes(cache.root)
     for root in roots:
         frame = read_locations(root)
         keys = emb.location_keys(root, frame, name, wkey, config.image_size, config.mean, config.std, hashes)
-        emb.plan_fill(cache, root, frame, keys, mirror, plan=plan)
+        fill.plan_fill(cache, root, frame, keys, mirror, plan=plan)
         rows += len(frame)
     return plan, rows
 
@@ -117,7 +119,7 @@ class _PlannedViews(Dataset):
     """Position in the plan -> (position, (3, S, S) uint8 crop)."""
 
     def __init__(self, paths: list[Path], size: int):
-        self.crops = emb._ViewCrops(paths, size)
+        self.crops = fill.ViewCrops(paths, size)
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -145,10 +147,10 @@ class _ViewData(L.LightningDataModule):
         task.sleeping = workers > 0  # ORT's idle threads leave the cores to the decode workers
         if not self.batch_size:  # per rank, as fill_cache: measured when there is enough to embed
             share = len(self.plan) // max(1, self.trainer.world_size)
-            measure = share >= emb.MEASURE_MIN_VIEWS
-            self.batch_size = emb.DEFAULT_BATCH
+            measure = share >= fill.MEASURE_MIN_VIEWS
+            self.batch_size = fill.DEFAULT_BATCH
             if measure:
-                self.batch_size = emb.measure_batch_size(task.embed, self.image_size)
+                self.batch_size = fill.measure_batch_size(task.embed, self.image_size)
         return DataLoader(
             _PlannedViews(self.plan.paths, self.image_size),
             batch_size=self.batch_size,
@@ -168,14 +170,14 @@ class _EmbedTask(L.LightningModule):
     def embed(self, images: torch.Tensor) -> np.ndarray:
         """(N, 3, S, S) normalised -> (N, D): ONNX Runtime on a CPU rank where it can, else the backbone."""
         if self._embed is None:
-            self._embed, self.engine = emb._embedder(self.model, str(self.device), self.engine, self.sleeping)
+            self._embed, self.engine = fill.embedder(self.model, str(self.device), self.engine, self.sleeping)
         return self._embed(images)
 
     def predict_step(self, batch, batch_idx: int) -> dict:
         positions, crops = batch
         plan, config = self.trainer.datamodule.plan, self.model.config
         where = positions.tolist()
-        found = emb.embed_crops(
+        found = fill.embed_crops(
             self.embed, crops, [plan.plain[i] for i in where], [plan.mirror[i] for i in where],
             config.mean, config.std,
         )
@@ -191,7 +193,7 @@ class _CacheWriter(BasePredictionWriter):
 
     def setup(self, trainer, pl_module, stage: str) -> None:  # every rank, even one with nothing to do
         self.start = time.perf_counter()
-        self.writer = emb.ShardWriter(self.cache, self.flush_rows)
+        self.writer = fill.ShardWriter(self.cache, self.flush_rows)
         self.counter = _RankProgress(self.progress, len(trainer.datamodule.plan))
         if trainer.is_global_zero:
             self.cache.dir.mkdir(parents=True, exist_ok=True)
@@ -268,7 +270,7 @@ def embed_datasets(
     config = model.config
     if single_process(accelerator, devices, strategy, num_nodes):
         plan, rows = _plan(model, backbone, roots, cache, mirror)
-        found = emb.fill_cache(
+        found = fill.fill_cache(
             model, None, None, None, cache, config.image_size, config.mean, config.std, batch_size,
             progress=progress, workers=workers, plan=plan,
         )

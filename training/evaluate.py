@@ -13,16 +13,10 @@ import torch
 
 from geodemo import geo
 from geodemo.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, read_config
-from geodemo.data import (
-    VIEW_HEADINGS,
-    LocationDataset,
-    build_transform,
-    read_locations,
-    view_headings,
-    view_paths,
-)
+from geodemo.data import VIEW_HEADINGS, read_locations, view_headings, view_paths
+from geodemo.dataset import LocationDataset, build_transform
+from geodemo.heads import POINT_TASKS
 from geodemo.images import load_rgb
-from geodemo.model import POINT_TASKS
 from geodemo.predict import Predictor
 from geodemo.truth import train_overlap
 from training import metrics
@@ -32,14 +26,15 @@ CONTRACT_KEYS = (
     "count",
     "mean_km",
     "median_km",
-    "acc_1km",
-    "acc_25km",
-    "acc_50km",
-    "acc_100km",
-    "acc_200km",
+    *(f"acc_{k}km" for k in metrics.ACC_THRESHOLDS_KM),
+    "geoscore",
+    "geoscore_croatia",
     "county_accuracy",
+    *(f"region_coverage_{m}" for m in metrics.REGION_MASSES),
+    "expected_error_ratio",
+    "county_report",
     "train_overlap",
-)  # + heading_maae_deg with a heading head
+)  # + heading_maae_deg with a heading head; every key: README "Evaluation results"
 
 
 def _select(data_dir, uuids=None, limit: int | None = None) -> pd.DataFrame:
@@ -50,24 +45,36 @@ def _select(data_dir, uuids=None, limit: int | None = None) -> pd.DataFrame:
 
 
 def summarise_table(table: pd.DataFrame) -> dict:
-    """Per-location table (see ``evaluate``) -> the contract metrics dict (fractions, km, degrees).
+    """Per-location table (see ``evaluate``) -> its results (training.metrics.evaluation_results)."""
+    return metrics.evaluation_results(table)
 
-    ``train_overlap`` counts the rows marked ``in_training`` (None when the checkpoint cannot tell).
-    """
-    done = table[table["pred_lat"].notna()] if "pred_lat" in table else table.iloc[:0]
-    out = {"count": int(len(done) if len(done) else len(table))}
-    out.update(
-        metrics.haversine_summary(done["error_km"]) if len(done) else {k: None for k in CONTRACT_KEYS[1:-2]}
-    )
-    known = done[done["true_county"] != ""] if len(done) else done
-    out["county_accuracy"] = (
-        float((known["true_county"] == known["pred_county"]).mean()) if len(known) else None
-    )
-    out["train_overlap"] = int(table["in_training"].sum()) if "in_training" in table else None
-    err_cols = [c for c in table if c.startswith("heading_err_")]
-    if err_cols:
-        out["heading_maae_deg"] = metrics.maae_deg(table[err_cols].to_numpy().ravel(), 0.0)
-    return out
+
+def _point_predictions(predictor: Predictor, data_dir, frame: pd.DataFrame, batch_size: int, progress,
+                       point_mode: str | None) -> pd.DataFrame:
+    """Predict every location of ``frame`` -> uuid, latitude, longitude, county, expected_error_km,
+    in_region_50 / in_region_90 (the truth inside the credible regions, decided exactly as the Predict tab
+    decides it: ``Readout.truth_in_region`` on the prediction's cell probabilities; NaN without a geocell
+    head) and heading_<h>. Locations without any view file get NaN."""
+    rows, total = [], len(frame)
+    truth = frame.assign(uuid=frame["uuid"].astype(str)).set_index("uuid")
+    for uuid, p in predictor.iter_dataset(data_dir, frame, batch_size, point_mode):
+        row = {"uuid": uuid}
+        if p is not None:
+            row.update(latitude=p.latitude, longitude=p.longitude, county=p.county_code,
+                       expected_error_km=np.nan if p.expected_error_km is None else p.expected_error_km)
+            row.update({f"heading_{h}": d for h, d in p.headings.items()})
+            if p.cell_probabilities is not None:
+                out = {"geocell": p.cell_probabilities[None]}
+                t_lat, t_lon = float(truth.at[uuid, "latitude"]), float(truth.at[uuid, "longitude"])
+                for mass in metrics.REGION_MASSES:
+                    row[f"in_region_{mass}"] = bool(
+                        predictor.readout.truth_in_region(out, t_lat, t_lon, mass / 100)[0])
+        rows.append(row)
+        if progress is not None and (len(rows) % batch_size == 0 or len(rows) == total):
+            progress(len(rows), total)
+    columns = ["uuid", "latitude", "longitude", "county", "expected_error_km",
+               *(f"in_region_{m}" for m in metrics.REGION_MASSES), *(f"heading_{h}" for h in VIEW_HEADINGS)]
+    return pd.DataFrame(rows).reindex(columns=columns)
 
 
 def _heading_only(path, data_dir, frame: pd.DataFrame, batch_size: int, progress) -> pd.DataFrame:
@@ -106,10 +113,11 @@ def evaluate(
         progress: optional callable(done, total) in locations. point_mode: override the checkpoint's.
 
     Returns:
-        (metrics, table). metrics has exactly ``count, mean_km, median_km, acc_{1,25,50,100,200}km,
-        county_accuracy, train_overlap`` (+ ``heading_maae_deg`` with a heading head); table has one row per
-        location: uuid, true_lat, true_lon, pred_lat, pred_lon, error_km, expected_error_km, true_county,
-        pred_county (ISO codes; pred_county contains the point), in_training.
+        (metrics, table). metrics has exactly ``CONTRACT_KEYS`` (+ ``heading_maae_deg`` with a heading head;
+        training.metrics.evaluation_results); table has one row per location: uuid, true_lat, true_lon,
+        pred_lat, pred_lon, error_km, geoscore (world scale), expected_error_km, in_region_50, in_region_90
+        (truth inside the app's 50% / 90% credible region), true_county, pred_county (ISO codes; pred_county
+        contains the point), in_training, and pred_heading_<h> / heading_err_<h> with a heading head.
     """
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     config = read_config(path)
@@ -120,12 +128,13 @@ def evaluate(
     county = geo.county_index(lat, lon)
     table = pd.DataFrame({"uuid": frame["uuid"], "true_lat": lat, "true_lon": lon})
     if set(config.tasks) & set(POINT_TASKS):
-        pred = Predictor.load(path).predict_dataset(
-            data_dir, frame=frame, batch_size=batch_size, progress=progress, point_mode=point_mode
-        )
+        pred = _point_predictions(Predictor.load(path), data_dir, frame, batch_size, progress, point_mode)
         table["pred_lat"], table["pred_lon"] = pred["latitude"].to_numpy(), pred["longitude"].to_numpy()
         table["error_km"] = geo.haversine_km(lat, lon, table["pred_lat"], table["pred_lon"])
+        table["geoscore"] = metrics.geoscore(table["error_km"])
         table["expected_error_km"] = pred["expected_error_km"].to_numpy()
+        for mass in metrics.REGION_MASSES:
+            table[f"in_region_{mass}"] = pred[f"in_region_{mass}"].to_numpy()
         table["true_county"] = [geo.COUNTY_CODES[c] if c >= 0 else "" for c in county]
         table["pred_county"] = pred["county"].fillna("").to_numpy()
     else:
@@ -197,8 +206,8 @@ def predict_images(checkpoint, folder) -> pd.DataFrame:
 def write_gradcams(checkpoint, data, out_dir, limit: int | None = None) -> list[Path]:
     """Grad-CAM overlays as JPEGs in ``out_dir``: ``<stem>_<class>.jpg`` per image for a classify
     checkpoint (``data`` a folder of images), ``<uuid>_<heading>.jpg`` per view for a geo checkpoint."""
+    from geodemo.gradcam import classify_gradcam
     from geodemo.images import encode_jpeg
-    from geodemo.predict import classify_gradcam
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import signal
 import time
@@ -17,32 +17,28 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from geodemo.checkpoint import load_checkpoint, save_checkpoint
-from geodemo.data import ImageScan, kfold_splits, read_locations
-from geodemo.jobs import PROGRESS_PREFIX
+from geodemo.data import ImageScan, read_locations
+from geodemo.dataset import kfold_splits
+from geodemo.heads import POINT_TASKS
+from geodemo.progress import PROGRESS_PREFIX, Progress
+from training.card import write_card
 from training.config import TrainConfig
-from training.datamodule import GeoDataModule, ImageFolderDataModule, data_fingerprint
-from training.sources import combine_datasets, combined_fingerprint
-from training.streaming import is_chunks
+from training.datamodule import GeoDataModule, ImageFolderDataModule
+from training.index import write_retrieval_index
+from training.report import epoch_bar, report_lines, run_report
+from training.sources import combine_datasets, combined_fingerprint, data_fingerprint, is_chunks
 from training.tasks import build_task
 
 LOG_EVERY_N_STEPS = 50  # steps between logger writes (each write reads the metrics off the device)
 
 
-def write_json_atomic(path, data: dict) -> None:
-    """Write JSON via a temp file + os.replace, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    os.replace(tmp, path)
-
-
 class ProgressFile(L.Callback):
-    """Keeps the spec's progress JSON up to date (rank 0 only) and the per-epoch validation history.
+    """Keeps the progress file (geodemo.progress.Progress) up to date (rank 0 only) and the per-epoch
+    validation history.
 
-    JSON: {stage (prepare, cache, train, validate, done), epoch, max_epochs, step, total_steps, fraction
-    0..1 of the whole run (the cache fill takes the first ``cache_share`` when it runs), metrics, history:
-    [{epoch, "train/loss", "val/mean_km"}], done, error}. ``path`` None keeps only the in-memory history.
+    Stages: prepare, cache, train, validate, done; epochs are 1-based there; ``fraction`` is 0..1 of the
+    whole run (the cache fill takes the first ``cache_share`` when it runs). ``path`` None keeps only the
+    in-memory history (``val_history``: 0-based Lightning epochs, every val/* metric).
     It also prints short progress lines (``PROGRESS_PREFIX`` ...) that the app's curated log shows.
     """
 
@@ -53,27 +49,16 @@ class ProgressFile(L.Callback):
         self.path, self.every = (Path(path) if path else None), max(1, every_n_steps)
         self.start_fraction = 0.0  # where training starts on the bar (cache_share after a cache fill)
         self._written_at = self._said_at = 0.0
-        self.state = {
-            "stage": "prepare",
-            "epoch": 0,
-            "max_epochs": max_epochs,
-            "step": 0,
-            "total_steps": 0,
-            "fraction": 0.0,
-            "metrics": {},
-            "history": [],
-            "done": False,
-            "error": None,
-        }
+        self.state = Progress(stage="prepare", max_epochs=max_epochs)
         self.val_history: list[dict] = []  # every val/* metric per epoch (picks the best epoch's metrics)
         self._loss_sum, self._loss_n = 0.0, 0
         self.rank_zero = True
 
     def write(self, **updates) -> None:
-        self.state.update(updates)
+        self.state = dataclasses.replace(self.state, **updates)
         self._written_at = time.monotonic()
         if self.path and self.rank_zero:
-            write_json_atomic(self.path, self.state)
+            self.state.write(self.path)
 
     def say(self, text: str, force: bool = True) -> None:
         """Print one progress line for people (rank 0); unforced lines at most every `say_every_s`."""
@@ -93,7 +78,7 @@ class ProgressFile(L.Callback):
         total = max(1, int(trainer.estimated_stepping_batches)) if trainer.max_epochs else 1
         step = trainer.global_step
         return {
-            "epoch": trainer.current_epoch,
+            "epoch": trainer.current_epoch + 1,  # the progress file counts epochs from 1
             "step": step,
             "total_steps": total,
             "fraction": self.start_fraction + (1 - self.start_fraction) * min(1.0, step / total),
@@ -101,7 +86,7 @@ class ProgressFile(L.Callback):
 
     def _where(self, trainer) -> str:
         position = self._position(trainer)
-        return (f"epoch {position['epoch'] + 1} / {trainer.max_epochs} · "
+        return (f"epoch {position['epoch']} / {trainer.max_epochs} · "
                 f"step {position['step']} / {position['total_steps']}")
 
     def setup(self, trainer, pl_module, stage) -> None:
@@ -124,6 +109,15 @@ class ProgressFile(L.Callback):
             self.write(stage="train", **self._position(trainer), metrics={"train/loss": mean_loss})
             self.say(f"{self._where(trainer)} · train loss {mean_loss:.3f}", force=False)
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.limit_val_batches != 0:  # with validation the epoch's entry comes from on_validation_end
+            return
+        loss = float(self._loss_sum) / self._loss_n if self._loss_n else None  # (issue 21: the recipe has
+        entry = {"epoch": trainer.current_epoch + 1, "train/loss": loss, "val/mean_km": None}  # no split)
+        self.write(stage="train", **self._position(trainer), history=self.state.history + [entry])
+        shown = f" · train loss {loss:.3f}" if loss is not None else ""
+        self.say(f"epoch {trainer.current_epoch + 1} / {trainer.max_epochs} done{shown}")
+
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self.write(stage="validate")
@@ -134,12 +128,12 @@ class ProgressFile(L.Callback):
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.val_history.append({"epoch": trainer.current_epoch, **val})
         entry = {
-            "epoch": trainer.current_epoch,
+            "epoch": trainer.current_epoch + 1,
             "train/loss": float(self._loss_sum) / self._loss_n if self._loss_n else None,
             "val/mean_km": val.get("val/mean_km"),
         }
         self.write(
-            stage="train", **self._position(trainer), metrics=val, history=self.state["history"] + [entry]
+            stage="train", **self._position(trainer), metrics=val, history=self.state.history + [entry]
         )
         shown = " · ".join(
             f"{name} {val[f'val/{key}']:.1f} km"
@@ -151,11 +145,11 @@ class ProgressFile(L.Callback):
 
     def state_dict(self) -> dict:
         """Saved in last.ckpt: a resumed run still knows the epochs before the break (best-epoch metrics)."""
-        return {"val_history": self.val_history, "history": self.state["history"]}
+        return {"val_history": self.val_history, "history": self.state.history}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.val_history = list(state_dict.get("val_history", []))
-        self.state["history"] = list(state_dict.get("history", []))
+        self.state.history = list(state_dict.get("history", []))
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         cancelled = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
@@ -260,43 +254,13 @@ def train(
     progress.say("preparing the data and the model")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     classify = cfg.tasks == ["classify"]
-    data_dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
-    if classify:
-        if len(data_dirs) > 1:
-            raise ValueError("The classify task trains on one ImageFolder; give one --data folder.")
-        dm = ImageFolderDataModule(data_dirs[0], cfg)
-    else:
-        scans: dict = {}  # folder -> its ImageScan: one walk serves the fingerprint and the cache keys
-
-        def fingerprint(root) -> str:
-            scans[root] = None if is_chunks(root) else ImageScan(root)
-            return data_fingerprint(root, scans[root])
-
-        data_dir, sources = combine_datasets(data_dirs, out_dir, fingerprint)
-        dm = GeoDataModule(
-            data_dir,
-            cfg,
-            prior_csv=prior_csv,
-            train_uuids=train_uuids,
-            val_uuids=val_uuids,
-            cache_dir=cache_dir,
-            scan=scans.get(data_dir),
-        )
-        dm.progress = progress.cache
-    if classify:
-        model_config = dm.model_config()
-    else:
-        model_config = dm.model_config(data_fingerprint=combined_fingerprint(sources), data_sources=sources)
+    dm, model_config = _datamodule(data_dir, out_dir, cfg, progress, prior_csv=prior_csv,
+                                   train_uuids=train_uuids, val_uuids=val_uuids, cache_dir=cache_dir)
     task = build_task(model_config, cfg, backbone_weights=cfg.weights)
     if cfg.init_from:
         for note in init_from_checkpoint(task.model, cfg.init_from):
             progress.say(note)
-    size_mb = task.model.size_mb()
-    if cfg.max_size_mb and size_mb > cfg.max_size_mb:
-        raise ValueError(
-            f"the model holds {size_mb:.1f} MB of weights, over the {cfg.max_size_mb:g} MB limit; "
-            "pick a smaller backbone or raise --max-size-mb."
-        )
+    size_mb = _checked_size_mb(task.model, cfg)
     if not classify:
         dm.embedder = task.model
 
@@ -305,20 +269,8 @@ def train(
     if not has_val:  # val_fraction 0: every location trains, nothing to validate on
         limit_val_batches = 0
     select_best = cfg.select_best and has_val
-    if select_best:
-        best_cb = ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="best",
-            monitor=task.monitor,
-            mode=task.mode,
-            save_top_k=1,
-            save_last=True,
-        )
-        callbacks = [best_cb, EarlyStopping(monitor=task.monitor, mode=task.mode, patience=cfg.patience)]
-    else:  # fixed max_epochs, last weights (honest when val is a CV fold); last.ckpt still allows resuming
-        best_cb = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True)
-        callbacks = [best_cb]
-    callbacks.append(progress)
+    best_cb, callbacks = _checkpointing(task, cfg, ckpt_dir, select_best)
+    callbacks += [progress, *([epoch_bar()] if enable_progress_bar else [])]  # epochs counted from 1
     on_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     steps_per_epoch = -(-len(dm.split["train"] if classify else dm.frames["train"]) // cfg.batch_size)
     if isinstance(limit_train_batches, int):
@@ -343,15 +295,7 @@ def train(
         enable_model_summary=False,
     )
 
-    last = ckpt_dir / "last.ckpt"
-    ckpt_path = None
-    if resume and last.is_file():
-        if _lightning_state(last).get("hyper_parameters", {}).get("model_config") == model_config.to_dict():
-            ckpt_path = str(last)
-            print(f"resuming from {last}", flush=True)
-        else:
-            print(f"not resuming from {last}: it was trained with another recipe or data", flush=True)
-
+    ckpt_path = _resume_path(ckpt_dir / "last.ckpt", model_config) if resume else None
     previous = signal.getsignal(signal.SIGTERM)
     # A cancelled job should end the epoch loop cleanly; Lightning chains this with its own handler.
     signal.signal(signal.SIGTERM, lambda signum, frame: setattr(trainer, "should_stop", True))
@@ -363,13 +307,7 @@ def train(
     seconds = time.perf_counter() - start
 
     if trainer.is_global_zero:
-        if select_best and best_cb.best_model_path:
-            task.load_state_dict(_lightning_state(Path(best_cb.best_model_path))["state_dict"])
-        if select_best:
-            found = _best_metrics(progress.val_history, task.monitor, task.mode)
-        else:
-            last_val = progress.val_history[-1] if progress.val_history else {}
-            found = {k.removeprefix("val/"): v for k, v in last_val.items()}
+        found = _keep_weights(task, best_cb, progress.val_history, select_best)
         found.update(
             train_seconds=round(seconds, 2),
             train_locations=len(dm.datasets["train"]),
@@ -378,44 +316,93 @@ def train(
         )
         if not classify:
             found["cache"] = dict(dm.cache_stats, used=dm.use_cache)
+            found["report"] = run_report(trainer, task, dm, callbacks, select_best, found)  # training.report
+            for line in report_lines(found["report"]):
+                progress.say(line)
         model_config.metrics = found
-        save_checkpoint(task.model, model_config, out_dir)
-        # a point model: store the training locations' embeddings (not from litdata chunks: no image files)
-        if set(model_config.tasks) & {"geocell", "coords", "region"} and not getattr(dm, "chunks", False):
-            write_retrieval_index(task.model, dm, out_dir, model_config.data_fingerprint)
+        _write_outputs(task, dm, model_config, out_dir)
         progress.write(stage="done", fraction=1.0, done=True, metrics=found)
         progress.say(f"done: checkpoint written to {out_dir}")
     return out_dir
 
 
-@torch.inference_mode()
-def write_retrieval_index(model, dm, out_dir, fingerprint: str, batch: int = 4096) -> Path:
-    """Store the training locations' fused embeddings as the checkpoint's similar-places index.
+def _checked_size_mb(model, cfg: TrainConfig) -> float:
+    """The model's fp32 weight size in MB; ValueError above ``cfg.max_size_mb`` (0 = no limit)."""
+    size_mb = model.size_mb()
+    if cfg.max_size_mb and size_mb > cfg.max_size_mb:
+        raise ValueError(
+            f"the model holds {size_mb:.1f} MB of weights, over the {cfg.max_size_mb:g} MB limit; "
+            "pick a smaller backbone or raise --max-size-mb."
+        )
+    return size_mb
 
-    When every epoch trained on cached features (the backbone never changed), the index is fused from those
-    features: no second pass over the images (at 16k locations that pass costs as much as a cache fill).
-    Otherwise (fine-tuned backbone, flip TTA) the images are embedded again with the finished checkpoint.
-    """
-    from geodemo.retrieval import build_index, index_checkpoint
 
-    frame, bank = dm.frames["train"], getattr(dm.datasets.get("train"), "feats", None)
-    frozen = dm.use_cache and dm.cache_epochs >= dm.cfg.max_epochs and not model.config.tta_flip
-    if not frozen or bank is None or len(bank) != len(frame):
-        return index_checkpoint(out_dir, dm.data_dir, frame["uuid"], fingerprint)
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
-    fused = []
-    for start in range(0, len(bank), batch):
-        rows = range(start, min(start + batch, len(bank)))
-        feats = torch.stack([bank[i][0] for i in rows]).to(device)  # (n, V, D): the plain (unmirrored) views
-        mask = dm.datasets["train"].mask[start : rows.stop].to(device)
-        fused.append(model.fuse(feats, mask).float().cpu().numpy())
-    model.train(was_training)
-    keep = dm.datasets["train"].mask.any(1).numpy()
-    index = build_index(np.concatenate(fused)[keep], frame["latitude"].to_numpy()[keep],
-                        frame["longitude"].to_numpy()[keep], frame["uuid"].astype(str)[keep].tolist(),
-                        fingerprint)
-    return index.save(out_dir)
+def _keep_weights(task, best_cb, val_history: list[dict], select_best: bool) -> dict:
+    """Load the best epoch's weights when the run selects one; return the kept epoch's val metrics."""
+    if select_best and best_cb.best_model_path:
+        task.load_state_dict(_lightning_state(Path(best_cb.best_model_path))["state_dict"])
+    if select_best:
+        return _best_metrics(val_history, task.monitor, task.mode)
+    last_val = val_history[-1] if val_history else {}
+    return {k.removeprefix("val/"): v for k, v in last_val.items()}
+
+
+def _datamodule(data_dir, out_dir, cfg: TrainConfig, progress: ProgressFile, **kwargs):
+    """The DataModule for one or several folders, and the ModelConfig it derives (cells, statistics, the
+    training data's fingerprint). ``kwargs``: GeoDataModule's prior_csv, train/val uuids and cache_dir."""
+    data_dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
+    if cfg.tasks == ["classify"]:
+        if len(data_dirs) > 1:
+            raise ValueError("The classify task trains on one ImageFolder; give one --data folder.")
+        dm = ImageFolderDataModule(data_dirs[0], cfg)
+        return dm, dm.model_config()
+    scans: dict = {}  # folder -> its ImageScan: one walk serves the fingerprint and the cache keys
+
+    def fingerprint(root) -> str:
+        scans[root] = None if is_chunks(root) else ImageScan(root)
+        return data_fingerprint(root, scans[root])
+
+    data_dir, sources = combine_datasets(data_dirs, out_dir, fingerprint)
+    dm = GeoDataModule(data_dir, cfg, scan=scans.get(data_dir), **kwargs)
+    dm.progress = progress.cache
+    return dm, dm.model_config(data_fingerprint=combined_fingerprint(sources), data_sources=sources)
+
+
+def _checkpointing(task, cfg: TrainConfig, ckpt_dir: Path, select_best: bool):
+    """(the ModelCheckpoint callback, the callback list): best epoch + early stopping, or the last weights."""
+    if select_best:
+        best_cb = ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor=task.monitor,
+            mode=task.mode,
+            save_top_k=1,
+            save_last=True,
+        )
+        return best_cb, [best_cb, EarlyStopping(monitor=task.monitor, mode=task.mode, patience=cfg.patience)]
+    # fixed max_epochs, last weights (honest when val is a CV fold); last.ckpt still allows resuming
+    best_cb = ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True)
+    return best_cb, [best_cb]
+
+
+def _resume_path(last: Path, model_config) -> str | None:
+    """``last.ckpt`` when it holds a run of this very recipe and data (resumed after a crash or a kill)."""
+    if not last.is_file():
+        return None
+    if _lightning_state(last).get("hyper_parameters", {}).get("model_config") == model_config.to_dict():
+        print(f"resuming from {last}", flush=True)
+        return str(last)
+    print(f"not resuming from {last}: it was trained with another recipe or data", flush=True)
+    return None
+
+
+def _write_outputs(task, dm, model_config, out_dir: Path) -> None:
+    """The checkpoint (weights + config), the similar-places index of a point model and the model card."""
+    save_checkpoint(task.model, model_config, out_dir)
+    # a point model: store the training locations' embeddings (not from litdata chunks: no image files)
+    if set(model_config.tasks) & set(POINT_TASKS) and not getattr(dm, "chunks", False):
+        write_retrieval_index(task.model, dm, out_dir, model_config.data_fingerprint)
+    write_card(out_dir)  # README.md, the Hub model card (training.card)
 
 
 def cross_validate(data_dir, out_root, cfg: TrainConfig, k: int = 5, prior_csv=None, **train_kwargs):

@@ -1,4 +1,5 @@
-"""Several LUMEN-layout folders trained as one dataset: `train --data A --data B ...`.
+"""Where training data comes from: content fingerprints, litdata chunk detection, and several LUMEN-layout
+folders trained as one dataset (`train --data A --data B ...`).
 
 The folders are combined under the checkpoint directory (``<out>/data-<fingerprint>``): one data.csv with
 every row, and each view file hard-linked (copied only across file systems) into ``images/<uuid>/``, so the
@@ -18,9 +19,37 @@ from pathlib import Path
 
 import pandas as pd
 
-from geodemo.data import DatasetError, is_safe_id, read_locations, view_paths
+from geodemo.data import (
+    DatasetError,
+    ImageScan,
+    images_dir,
+    is_safe_id,
+    read_locations,
+    view_paths,
+    walk_files,
+)
 
 MERGED_PREFIX = "data-"  # inside the checkpoint directory, followed by the combined fingerprint
+
+
+def is_chunks(path) -> bool:
+    """True if ``path`` is a folder litdata wrote (it holds ``index.json``)."""
+    return (Path(path) / "index.json").is_file()
+
+
+def data_fingerprint(root, scan: ImageScan | None = None) -> str:
+    """sha256 over data.csv bytes and the sorted list of image files (relative path + size).
+
+    ``scan``: the dataset's ``ImageScan`` when one was made already (its walk is reused).
+    """
+    root = Path(root)
+    digest = hashlib.sha256((root / "data.csv").read_bytes())
+    if is_chunks(root):  # chunks: every chunk file
+        files = walk_files(root)
+    else:
+        files = scan.files if scan is not None else walk_files(images_dir(root))
+    digest.update("".join(f"{'/'.join(f[0])}:{f[2]}\n" for f in files).encode())  # sorted by path
+    return digest.hexdigest()
 
 
 def _distinct(uid: str, k: int, taken: set[str]) -> str:

@@ -23,22 +23,22 @@ from functools import partial
 from pathlib import Path
 
 import cv2
-import litdata
 import numpy as np
 from PIL import Image
 
 from geodemo.data import VIEW_HEADINGS, DatasetError, read_locations, view_paths
 from geodemo.images import load_rgb
 
+try:  # an optional dependency: the runtime set (requirements.txt, a Space) trains from folders without it
+    import litdata
+except ImportError:  # a ValueError: the CLI prints it as one sentence
+    raise ValueError("litdata chunks need the litdata package: pip install litdata (or requirements-dev.txt, "
+                     "or pip install '.[scale]').") from None
+
 META = "chunks.json"
 JPEG_QUALITY = 95
 REMOTE = "remote.json"  # in a local metadata folder of chunks kept in object storage: {"url": ...}
 REMOTE_PREFIXES = ("s3://", "gs://", "azure://", "r2://", "hf://", "local:")  # litdata's downloaders
-
-
-def is_chunks(path) -> bool:
-    """True if ``path`` is a folder litdata wrote (it holds ``index.json``)."""
-    return (Path(path) / "index.json").is_file()
 
 
 def is_remote(path) -> bool:
@@ -135,8 +135,7 @@ def optimize_chunks(roots, out, image_size: int = 224, num_workers: int | None =
     Raises:
         DatasetError: ``out`` already exists, or a source folder cannot be read.
     """
-    from training.datamodule import data_fingerprint
-    from training.sources import combine_datasets
+    from training.sources import combine_datasets, data_fingerprint
 
     out = Path(out).resolve()
     if out.exists():

@@ -1,4 +1,4 @@
-"""LightningModules: GeoTask (any subset of geocell/coords/region/heading heads) and ClassifyTask.
+"""LightningModules: GeoTask (any subset of the registered heads, geodemo.heads) and ClassifyTask.
 
 Both share one ``_step(batch, split)`` for train/val/test; task differences live in small hooks:
 ``configure_models``, ``configure_losses``, ``configure_metrics``,
@@ -12,10 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geodemo import geo
+from geodemo import geo, losses
+from geodemo.heads import get_head, in_registry_order
 from geodemo.model import ClassifierModel, GeoModel, ModelConfig
 from geodemo.readout import Readout
-from training import losses, metrics
+from training import metrics
 from training.config import TrainConfig
 
 
@@ -145,19 +146,24 @@ class _Task(L.LightningModule):
 
 
 class GeoTask(_Task):
-    """Multi-view geolocation over geodemo.model.GeoModel with any subset of heads."""
+    """Multi-view geolocation over geodemo.model.GeoModel with any subset of heads.
+
+    Losses, validation tensors and metrics come from the heads themselves (geodemo.heads); the task adds
+    the metrics of the point (geodemo.readout) when a head gives one.
+    """
 
     def configure_models(self, backbone_weights: str) -> None:
         config = self.model_config
         self.model = GeoModel(config, backbone_weights)
-        self.point_task = next((t for t in ("geocell", "coords", "region") if t in config.tasks), None)
-        self.monitor = "val/mean_km" if self.point_task else "val/heading_maae"
+        # losses are summed in registry order (not the config's), so a run's floating point never depends
+        # on how the heads were listed
+        self.head_order = in_registry_order(config.tasks)
+        self.point_heads = [n for n in self.head_order if get_head(n).point]
+        monitors = [f"val/{get_head(n).monitor}" for n in self.head_order if get_head(n).monitor]
+        self.monitor = "val/mean_km" if self.point_heads else next(iter(monitors), "val/loss")
         # Validation turns outputs into points exactly as serving does (geodemo.readout), so val/mean_km here
         # is what `evaluate` reports for the same locations.
         self.readout = Readout(config)
-        if "geocell" in config.tasks:  # centroids for the haversine-smoothed targets (non-persistent: config)
-            for name, value in (("cell_lat", self.readout.cell_lat), ("cell_lon", self.readout.cell_lon)):
-                self.register_buffer(name, torch.as_tensor(value, dtype=torch.float64), persistent=False)
 
     def forward_batch(self, batch: dict) -> dict:
         """Heads on cached features (``feats`` (B, V, D)) or on images (``views`` (B, V, 3, H, W))."""
@@ -167,56 +173,23 @@ class GeoTask(_Task):
         return self.model(batch["views"], batch["view_mask"], tabular)
 
     def compute_losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
-        c = self.cfg
-        parts = {}
-        if "geocell" in out:
-            dist = None
-            if c.haversine_tau_km > 0:
-                dist = geo.haversine_km_torch(
-                    batch["lat"][:, None], batch["lon"][:, None], self.cell_lat[None], self.cell_lon[None]
-                )
-            parts["geocell"] = losses.geocell_loss(
-                out["geocell"], batch["cell"], dist, c.haversine_tau_km, c.label_smoothing
-            )
-        if "coords" in out:
-            parts["coords"] = F.mse_loss(out["coords"].float(), batch["xy"])
-        if "region" in out:
-            keep = batch["county"] >= 0
-            parts["region"] = (
-                F.cross_entropy(
-                    out["region"][keep].float(), batch["county"][keep], label_smoothing=c.label_smoothing
-                )
-                if keep.any()
-                else out["region"].sum() * 0.0
-            )
-        if "heading" in out:
-            parts["heading"] = losses.heading_loss(
-                out["heading"], out["heading_cardinal"], batch["heading"], c.heading_alpha
-            )
-        return parts
+        """Each head's own loss (``Head.loss``), keyed by head name."""
+        return {name: self.model.heads[name].loss(out, batch, self.cfg) for name in self.head_order}
 
     def collect(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
-        """Per-batch tensors for epoch metrics: truth, head probabilities / coords, heading errors."""
+        """Per-batch tensors for epoch metrics: the truth, then what each head keeps (``Head.collect``)."""
         rows = {"lat": batch["lat"].double(), "lon": batch["lon"].double(), "county_true": batch["county"]}
-        for key in ("geocell", "region"):
-            if key in out:
-                rows[key] = torch.softmax(out[key].double(), dim=1)  # (B, C) / (B, K)
-        if "coords" in out:
-            rows["coords"] = out["coords"].double()  # (B, 2) standardised EPSG:3765
-        if "heading" in out:
-            sin, cos = out["heading"].double().unbind(-1)
-            pred = torch.rad2deg(torch.atan2(sin, cos)) % 360.0
-            diff = (pred - batch["heading"].double()).abs() % 360.0
-            rows["heading_err"] = torch.minimum(diff, 360.0 - diff)  # (B, V), NaN where missing
+        for name in self.head_order:
+            rows.update(self.model.heads[name].collect(out, batch))
         return rows
 
     def summarise(self, g: dict[str, np.ndarray]) -> dict[str, float]:
         """Gathered per-location arrays -> logged metrics (val/mean_km, val/acc_25km, val/county_acc, ...)."""
         out = {}
-        if self.point_task:
-            heads = {k: g[k] for k in ("geocell", "region", "coords") if k in g}
-            modes = {"": None}  # "" = the config's point rule; a geocell head also logs every rule
-            if "geocell" in heads:
+        if self.point_heads:
+            heads = {k: g[k] for k in self.point_heads}
+            modes = {"": None}  # "" = the config's point rule; a head with several rules logs each
+            if any(get_head(n).point_modes for n in self.point_heads):
                 modes = {"_min_expected": "min_expected_km", "_weighted": "weighted_mean"}
                 modes.update({"_argmax": "argmax", "": None})
             for suffix, mode in modes.items():
@@ -227,9 +200,8 @@ class GeoTask(_Task):
                 out.update({f"{k}{suffix}": v for k, v in summary.items()})
                 if suffix == "":  # the county containing the point, as `evaluate` scores it
                     out["county_acc"] = metrics.county_accuracy(g["county_true"], r.county)
-        if "heading_err" in g:
-            err = g["heading_err"][~np.isnan(g["heading_err"])]
-            out["heading_maae"] = float(err.mean()) if err.size else float("nan")
+        for name in self.head_order:
+            out.update(self.model.heads[name].metrics(g))
         return out
 
 

@@ -26,12 +26,17 @@ def neighbour_photo(settings: Settings, uuid: str):
     return None
 
 
+def hidden() -> tuple:
+    """Updates for the panel's outputs that hide it (no prediction shown)."""
+    return gr.update(visible=False), CAPTION, gr.update(value=[], visible=False)
+
+
 def build(settings: Settings):
     """Lay out the panel; returns (show(prediction) -> its outputs' updates, those outputs)."""
     with gr.Column(visible=False) as panel:
         caption = gr.Markdown(CAPTION, elem_id="predict-neighbours-caption")
         gallery = gr.Gallery(label="Similar-looking known places", columns=5, height=200, preview=False,
-                             elem_id="predict-neighbours")
+                             fit_columns=False, elem_id="predict-neighbours")
 
     def show(prediction):
         neighbours = getattr(prediction, "neighbours", None) or []

@@ -5,8 +5,9 @@ Same 5 held-out folds as cv_accuracy.py; each fold's training set is subsampled 
 the very same subsets. A log-linear trend mean_km = a + b * ln(n) is fitted to the default recipe's
 points and extrapolated to 1k and 16k locations, with a bootstrap interval over the 100 held-out locations.
 
-Usage (repo root): .venv/bin/python benchmarks/learning_curve.py [--sizes 10,20,40,60,80] [--repeats 3]
-Writes benchmarks/results/cv_learning_curve.json and learning_curve.png.
+Usage (repo root):
+    .venv/bin/python benchmarks/research/learning_curve.py [--sizes 10,20,40,60,80] [--repeats 3]
+Writes benchmarks/research/results/cv_learning_curve.json and learning_curve.png.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cv_accuracy import (
     score,
 )
 
-from geodemo.data import kfold_splits
+from geodemo.dataset import kfold_splits
 
 TARGETS = {"1k": 1_000, "16k": 16_000}  # training locations: a labelled extension; a full LUMEN-size run
 

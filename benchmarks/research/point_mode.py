@@ -9,8 +9,8 @@ of truths inside the 50% / 90% credible regions (smallest cell sets holding that
 temperature fitted INSIDE each training fold: an inner 4-fold CV over the training locations gives
 out-of-fold cell probabilities, and T minimises their negative log-likelihood of the true cell.
 
-Usage (repo root): .venv/bin/python benchmarks/point_mode.py [--no-temperature]
-Writes benchmarks/results/point_mode.json and prints markdown tables.
+Usage (repo root): .venv/bin/python benchmarks/research/point_mode.py [--no-temperature]
+Writes benchmarks/research/results/point_mode.json and prints markdown tables.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cv_accuracy import DEFAULT, RESULTS_DIR, SAMPLE, SEED, FeatureBank, K, fit_heads, head_outputs  # noqa: E402
 
 from geodemo import geo  # noqa: E402
-from geodemo.data import kfold_splits, read_locations  # noqa: E402
+from geodemo.data import read_locations  # noqa: E402
+from geodemo.dataset import kfold_splits  # noqa: E402
 from geodemo.readout import Readout  # noqa: E402
 from geodemo.readout import temper as tempered  # noqa: E402
 
@@ -40,9 +41,7 @@ TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(4.0), 81))
 
 def variants(readout: Readout) -> dict[str, tuple[Readout, str]]:
     """Method name -> (readout, point mode)."""
-    only = Readout(readout.config)  # candidates: the cell centroids alone, without the 5 km land grid
-    c = len(only.cell_lat)
-    only.cand_lat, only.cand_lon, only._cand_km = only.cand_lat[:c], only.cand_lon[:c], only._cand_km[:, :c]
+    only = Readout(readout.config, with_land_grid=False)  # candidates: the cell centroids alone
     return {
         "min_expected_km (default)": (readout, "min_expected_km"),
         "min_expected_km, centroids only": (only, "min_expected_km"),
@@ -106,7 +105,7 @@ def paired(calib: dict) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-temperature", action="store_true", help="skip the nested temperature fit")
-    parser.add_argument("--out", default="point_mode.json", help="results file name under benchmarks/results")
+    parser.add_argument("--out", default="point_mode.json", help="file name in benchmarks/research/results")
     args = parser.parse_args()
     t0 = time.perf_counter()
     cfg = dataclasses.replace(DEFAULT, point_mode="min_expected_km")

@@ -1,6 +1,7 @@
 """Issue 13: every accuracy idea against today's default recipe, 5-fold CV by location, same folds, one run.
 
-Features come from ``benchmarks/idea_features.py`` (stored once per variant under runs/accuracy_ideas/feats).
+Features come from ``benchmarks/research/idea_features.py`` (stored once per variant under
+runs/accuracy_ideas/feats).
 Heads are today's default recipe (``cv_accuracy.DEFAULT``: multi-task linear heads, mean fusion, haversine
 tau 75 km, AdamW, cosine, 50 epochs, last weights), trained on the cached features of the four training
 folds with the same GeoDataModule cells/targets and GeoTask losses as ``python -m training train``.
@@ -9,10 +10,10 @@ the one ``scripts/train_default.sh`` passes. Anything chosen (tau, beta, tempera
 inner 4-fold CV inside the outer training folds.
 
 Usage (repo root):
-    nice -n 10 .venv/bin/python benchmarks/idea_features.py          # fill the feature variants once
-    nice -n 10 .venv/bin/python benchmarks/accuracy_ideas.py [--only a,b] [--cost]
+    nice -n 10 .venv/bin/python benchmarks/research/idea_features.py          # fill the feature variants once
+    nice -n 10 .venv/bin/python benchmarks/research/accuracy_ideas.py [--only a,b] [--cost]
 Per-method held-out predictions are kept in runs/accuracy_ideas/methods/ (a rerun only fits missing ones;
---refit redoes them); writes benchmarks/results/accuracy_ideas.json and prints the markdown table.
+--refit redoes them); writes benchmarks/research/results/accuracy_ideas.json and prints the markdown table.
 """
 
 from __future__ import annotations
@@ -31,23 +32,24 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cv_accuracy import DEFAULT, PRIOR, RESULTS_DIR, SAMPLE, SEED, K, sample_frame  # noqa: E402
 from idea_features import VARIANTS, load, tiles  # noqa: E402
 
 from geodemo import geo  # noqa: E402
 from geodemo.backbones import create_backbone  # noqa: E402
-from geodemo.data import VIEW_HEADINGS, kfold_splits  # noqa: E402
+from geodemo.data import VIEW_HEADINGS  # noqa: E402
+from geodemo.dataset import kfold_splits  # noqa: E402
+from geodemo.losses import haversine_soft_targets  # noqa: E402
 from geodemo.model import POINT_MODES, get_head  # noqa: E402
 from geodemo.readout import Readout  # noqa: E402
 from training import cache as emb  # noqa: E402
 from training.datamodule import GeoDataModule  # noqa: E402
-from training.losses import haversine_soft_targets  # noqa: E402
 from training.metrics import angular_error_deg  # noqa: E402
 from training.tasks import GeoTask  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "runs" / "accuracy_ideas"
 METHODS_DIR = WORK / "methods"
 CODE_VERSION = 1  # bump to invalidate the per-method predictions kept under runs/
@@ -187,7 +189,7 @@ def fit(ctx: Context, fs: FeatureSet, train_ids, cfg=DEFAULT, mixup: float = 0.0
     """
     cfg = dataclasses.replace(cfg, backbone=fs.backbone).validate()
     dm = GeoDataModule(SAMPLE, cfg, prior_csv=PRIOR, frame=ctx.frame, train_uuids=train_ids, val_uuids=[])
-    base = dm._base("train")
+    base = dm.location_dataset("train")
     assert not base.hflip  # multi-task with a heading head: no mirroring, so no mirrored features needed
     idx = ctx.index(dm.frames["train"]["uuid"])
     feats = _block_scaled(fs, idx)

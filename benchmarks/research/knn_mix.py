@@ -5,23 +5,39 @@ each fold's index holds only its training locations. w is chosen for fold i on t
 errors (cross-fitted: fold i's errors never choose its own w; the heads are not re-trained per w), then
 the per-location paired difference against the head alone (w = 0). Adopt only if it wins by more than 2 SE.
 
-Usage: .venv/bin/python benchmarks/knn_mix.py
+Usage: .venv/bin/python benchmarks/research/knn_mix.py
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from _common import write_result
-from cv_accuracy import DEFAULT, SEED, FeatureBank, K, _pooled, fit_heads, head_outputs, sample_frame
 
-from geodemo import geo
-from geodemo.cells import CellSet
-from geodemo.data import kfold_splits
-from geodemo.readout import Readout
-from geodemo.retrieval import K as NEIGHBOURS
-from geodemo.retrieval import build_index, knn_vote, mix
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parents[1]), str(HERE.parent)]  # the repository, benchmarks/ (_common)
+
+from _common import write_result  # noqa: E402
+from cv_accuracy import (  # noqa: E402
+    DEFAULT,
+    RESULTS_DIR,
+    SEED,
+    FeatureBank,
+    K,
+    fit_heads,
+    head_outputs,
+    pooled_features,
+    sample_frame,
+)
+
+from geodemo import geo  # noqa: E402
+from geodemo.cells import CellSet  # noqa: E402
+from geodemo.dataset import kfold_splits  # noqa: E402
+from geodemo.readout import Readout  # noqa: E402
+from geodemo.retrieval import K as NEIGHBOURS  # noqa: E402
+from geodemo.retrieval import build_index, knn_vote, mix  # noqa: E402
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
@@ -37,8 +53,9 @@ def main() -> None:
         task, model_config = fit_heads(DEFAULT, frame, train_ids, bank)
         out = head_outputs(task, model_config, test_ids, bank)
         train = truth.loc[list(train_ids)]
-        index = build_index(_pooled(bank, train_ids), train.latitude, train.longitude, list(train_ids))
-        idx, sims = index.search(_pooled(bank, test_ids), NEIGHBOURS)
+        xtr = pooled_features(bank, train_ids)
+        index = build_index(xtr, train.latitude, train.longitude, list(train_ids))
+        idx, sims = index.search(pooled_features(bank, test_ids), NEIGHBOURS)
         cells = CellSet.from_dict(model_config.cells)
         vote = knn_vote(index, idx, sims, cells.assign, out["geocell"].shape[1])
         readout = Readout(model_config)
@@ -75,7 +92,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - start, 1),
     }
     print({k: v for k, v in result.items() if k != "protocol"})
-    print(f"wrote {write_result('knn_mix', result)}")
+    print(f"wrote {write_result('knn_mix', result, RESULTS_DIR)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Losses: haversine-smoothed cell cross-entropy, circular heading loss, focal loss."""
+"""Losses of the heads (torch only, no Lightning): haversine-smoothed cell cross-entropy, circular heading
+loss, focal loss. Each head in geodemo.heads calls its own from `Head.loss`; training.tasks sums them."""
 
 from __future__ import annotations
 

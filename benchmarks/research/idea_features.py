@@ -2,7 +2,7 @@
 
 Each variant is computed once and stored in ``runs/accuracy_ideas/feats/<variant>.npz`` (git-ignored):
 
-- ``lite0_224``: today's input (whole view, 224 px, the eval transform of geodemo.data) -> ``final`` (N, V,
+- ``lite0_224``: today's input (whole view, 224 px, the eval transform of geodemo.dataset) -> ``final`` (N, V,
   1280) pooled last features, plus ``stage_mean`` / ``stage_std`` (N, V, 768): spatial mean and standard
   deviation of the outputs of blocks 1-6 (24+40+80+112+192+320 channels), from the same forward pass.
 - ``lite0_tiles2`` / ``lite0_tiles3``: the view resized to 448 / 672 px and cut into a 2x2 / 3x3 grid of
@@ -11,7 +11,7 @@ Each variant is computed once and stored in ``runs/accuracy_ideas/feats/<variant
 - ``lite1_240`` / ``lite2_260``: the other offline backbones at their native size -> ``final``.
 
 Every file also stores ``seconds`` (decode + forward wall time of the fill, this process, 1 thread) and
-``uuids`` (row order). Usage (repo root): ``nice -n 10 .venv/bin/python benchmarks/idea_features.py``
+``uuids`` (row order). Usage (repo root): ``nice -n 10 .venv/bin/python benchmarks/research/idea_features.py``
 [--variants a,b] [--force].
 """
 
@@ -25,13 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from geodemo.backbones import create_backbone, get_backbone_spec  # noqa: E402
-from geodemo.data import LocationDataset, read_locations  # noqa: E402
+from geodemo.data import read_locations  # noqa: E402
+from geodemo.dataset import LocationDataset  # noqa: E402
+from geodemo.paths import find_sample  # noqa: E402
 
-SAMPLE = ROOT.parent / "shared" / "data" / "lumen-sample"
+SAMPLE = find_sample() or ROOT / "data" / "lumen-sample"  # $GEODEMO_SAMPLE, data/, ../shared/data
 FEATS_DIR = ROOT / "runs" / "accuracy_ideas" / "feats"
 STAGES = (1, 2, 3, 4, 5, 6)  # lite0 blocks pooled for multi-layer features (block 0: 16 channels at 112 px)
 
@@ -101,7 +103,9 @@ def load(variant: str) -> dict[str, np.ndarray]:
     """A stored variant (raises FileNotFoundError naming the command that fills it)."""
     path = FEATS_DIR / f"{variant}.npz"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run benchmarks/idea_features.py --variants {variant}")
+        raise FileNotFoundError(
+            f"{path} is missing; run benchmarks/research/idea_features.py --variants {variant}"
+        )
     with np.load(path, allow_pickle=False) as z:
         return dict(z)
 

@@ -1,6 +1,6 @@
 """5-fold cross-validation by location of every method on the real sample, on the SAME folds, in one run.
 
-Honest protocol: folds from ``geodemo.data.kfold_splits(seed=0)``; everything a method learns (cells and
+Honest protocol: folds from ``geodemo.dataset.kfold_splits(seed=0)``; everything a method learns (cells and
 their weighted centroids, x/y statistics, the mean coordinate, kNN's k, head weights) comes from the four
 training folds only; heads train a FIXED number of epochs and keep the last weights (no early stopping or
 best-epoch choice on the held-out fold). Held-out predictions go through the shared point rule
@@ -12,11 +12,11 @@ cosine schedule as ``python -m training train``; the unfrozen ablation runs the 
 on images (no cache) on a small, documented budget.
 
 Usage (repo root):
-    .venv/bin/python benchmarks/cv_accuracy.py [--verify] [--skip-unfrozen] [--merge FILE.json]
-Writes benchmarks/results/cv_accuracy.json, cv_cdf.png; prints a markdown table. The slow unfrozen
+    .venv/bin/python benchmarks/research/cv_accuracy.py [--verify] [--skip-unfrozen] [--merge FILE.json]
+Writes benchmarks/research/results/cv_accuracy.json, cv_cdf.png; prints a markdown table. The slow unfrozen
 ablation can run as its own process on the same (deterministic) folds and be merged:
-    .venv/bin/python benchmarks/cv_accuracy.py --only "unfrozen backbone" --out cv_unfrozen.json
-    .venv/bin/python benchmarks/cv_accuracy.py --verify --skip-unfrozen --merge cv_unfrozen.json
+    .venv/bin/python benchmarks/research/cv_accuracy.py --only "unfrozen backbone" --out cv_unfrozen.json
+    .venv/bin/python benchmarks/research/cv_accuracy.py --verify --skip-unfrozen --merge cv_unfrozen.json
 """
 
 from __future__ import annotations
@@ -33,25 +33,28 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: geodemo, training
 
 from geodemo import geo  # noqa: E402
 from geodemo.backbones import create_backbone, get_backbone_spec  # noqa: E402
 from geodemo.cells import build_cells  # noqa: E402
 from geodemo.checkpoint import save_checkpoint  # noqa: E402
-from geodemo.data import VIEW_HEADINGS, kfold_splits, read_locations  # noqa: E402
+from geodemo.data import VIEW_HEADINGS, read_locations  # noqa: E402
+from geodemo.dataset import kfold_splits  # noqa: E402
+from geodemo.paths import PRIOR_CSV, find_sample  # noqa: E402
 from geodemo.predict import Predictor  # noqa: E402
 from training import cache as emb  # noqa: E402
+from training import fill  # noqa: E402
 from training.config import MULTI_TASKS, TrainConfig  # noqa: E402
 from training.datamodule import GeoDataModule  # noqa: E402
 from training.evaluate import summarise_table  # noqa: E402
 from training.metrics import angular_error_deg  # noqa: E402
 from training.tasks import GeoTask  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = ROOT / "benchmarks" / "results"
-SAMPLE = ROOT.parent / "shared" / "data" / "lumen-sample"
-PRIOR = ROOT.parent / "shared" / "data" / "lumen-coords.csv"
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS_DIR = ROOT / "benchmarks" / "research" / "results"
+SAMPLE = find_sample() or ROOT / "data" / "lumen-sample"  # $GEODEMO_SAMPLE, data/, ../shared/data
+PRIOR = PRIOR_CSV  # the shipped prior
 K, SEED = 5, 0
 
 # The default recipe (what scripts/train_default.sh trains); ablations switch ONE thing off/over.
@@ -62,7 +65,7 @@ DEFAULT = TrainConfig(
     cells="grid",
     grid_spacing_km=50.0,
     weighted_centroids=True,
-    point_mode="min_expected_km",  # chosen by benchmarks/point_mode.py (paired vs the old weighted_mean)
+    point_mode="min_expected_km",  # chosen by research/point_mode.py (paired vs the old weighted_mean)
     haversine_tau_km=75.0,
     tta_flip=False,
     max_epochs=50,
@@ -133,7 +136,7 @@ class FeatureBank:
                 tasks=["region"], backbone=backbone, image_size=spec.image_size, mean=spec.mean, std=spec.std
             )
             geo_model = GeoModel(config, "offline")
-            emb.fill_cache(geo_model, SAMPLE, frame, keys, cache, spec.image_size, spec.mean, spec.std)
+            fill.fill_cache(geo_model, SAMPLE, frame, keys, cache, spec.image_size, spec.mean, spec.std)
         self.feats, self.mask = emb.load_features(keys, cache)
         self.row = {u: i for i, u in enumerate(frame["uuid"])}
 
@@ -149,7 +152,7 @@ def fit_heads(cfg: TrainConfig, frame: pd.DataFrame, train_ids, bank: FeatureBan
     """
     cfg.validate()
     dm = GeoDataModule(SAMPLE, cfg, prior_csv=PRIOR, frame=frame, train_uuids=train_ids, val_uuids=[])
-    base = dm._base("train")
+    base = dm.location_dataset("train")
     idx = bank.index(dm.frames["train"]["uuid"])
     dataset = emb.CachedLocationDataset(base, bank.feats[idx], bank.mask[idx], hflip=base.hflip)
     model_config = dm.model_config()
@@ -240,7 +243,7 @@ def prior_only(train: pd.DataFrame, test_ids) -> pd.DataFrame:
     return _point_table(test_ids, float(clat[best]), float(clon[best]))
 
 
-def _pooled(bank: FeatureBank, ids) -> np.ndarray:
+def pooled_features(bank: FeatureBank, ids) -> np.ndarray:
     """(N, D) L2-normalised masked mean over present views of the plain (not mirrored) embeddings."""
     idx = bank.index(ids)
     f, m = bank.feats[idx, 0].numpy(), bank.mask[idx].numpy().astype(np.float32)
@@ -258,7 +261,7 @@ def knn(train: pd.DataFrame, test_ids, bank: FeatureBank, ks=(1, 3, 5, 10, 20)) 
     """Cosine kNN on frozen embeddings; k by leave-one-out on the training folds; similarity-weighted mean."""
     lat, lon = train["latitude"].to_numpy(float), train["longitude"].to_numpy(float)
     x, y = geo.to_3765(lat, lon)
-    xtr = _pooled(bank, train["uuid"])
+    xtr = pooled_features(bank, train["uuid"])
     loo = xtr @ xtr.T
     np.fill_diagonal(loo, -np.inf)
     errors = {}
@@ -266,7 +269,7 @@ def knn(train: pd.DataFrame, test_ids, bank: FeatureBank, ks=(1, 3, 5, 10, 20)) 
         px, py = _knn_xy(loo, x, y, min(k, len(x) - 1))
         errors[k] = float(geo.haversine_km(lat, lon, *geo.from_3765(px, py)).mean())
     k = min(errors, key=errors.get)
-    px, py = _knn_xy(_pooled(bank, test_ids) @ xtr.T, x, y, min(k, len(x)))
+    px, py = _knn_xy(pooled_features(bank, test_ids) @ xtr.T, x, y, min(k, len(x)))
     return _point_table(test_ids, *geo.from_3765(px, py)), k
 
 
@@ -447,7 +450,7 @@ def main() -> None:
     parser.add_argument("--unfrozen-image-size", type=int, default=128, help="unfrozen ablation: input px")
     parser.add_argument("--only", default="", help="comma-separated method names (a partial run)")
     parser.add_argument(
-        "--out", default="cv_accuracy.json", help="results file name under benchmarks/results"
+        "--out", default="cv_accuracy.json", help="results file name under benchmarks/research/results"
     )
     parser.add_argument("--merge", default="", help="add the methods of another results file (same folds)")
     parser.add_argument(
@@ -538,7 +541,7 @@ def main() -> None:
         merged = json.loads((RESULTS_DIR / args.merge).read_text())["results"]
         results.update({k: {**v, "merged_from": args.merge} for k, v in merged.items() if k not in results})
     report = {
-        "protocol": f"{K}-fold CV by location (geodemo.data.kfold_splits seed {SEED}) on {SAMPLE.name}, "
+        "protocol": f"{K}-fold CV by location (geodemo.dataset.kfold_splits seed {SEED}) on {SAMPLE.name}, "
         "100 locations; metrics pooled over the 100 held-out predictions; fixed epochs, last weights",
         "seconds": round(time.perf_counter() - start, 1),
         "torch_threads": torch.get_num_threads(),

@@ -6,21 +6,36 @@ test set, the other 80 the unlabelled pool; the bundled recipe's heads on cached
 Reports mean km on the test folds per training-set size and the paired difference (uncertain - random) with
 its standard error over the 100 x 3 test predictions.
 
-Usage: .venv/bin/python benchmarks/active_labelling.py [--seeds 3]
+Usage: .venv/bin/python benchmarks/research/active_labelling.py [--seeds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from _common import write_result
-from cv_accuracy import SEED, SHIPPED, FeatureBank, K, fit_heads, head_outputs, sample_frame
 
-from geodemo import geo
-from geodemo.data import kfold_splits
-from geodemo.readout import Readout
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parents[1]), str(HERE.parent)]  # the repository, benchmarks/ (_common)
+
+from _common import write_result  # noqa: E402
+from cv_accuracy import (  # noqa: E402
+    RESULTS_DIR,
+    SEED,
+    SHIPPED,
+    FeatureBank,
+    K,
+    fit_heads,
+    head_outputs,
+    sample_frame,
+)
+
+from geodemo import geo  # noqa: E402
+from geodemo.dataset import kfold_splits  # noqa: E402
+from geodemo.readout import Readout  # noqa: E402
 
 START, STEP, ROUNDS = 20, 10, 3
 
@@ -72,7 +87,7 @@ def main() -> None:
         print(n, curve[n], flush=True)
     result = {"protocol": __doc__.split("\n\n")[0], "start": START, "step": STEP, "seeds": list(seeds),
               "curve": curve, "seconds": round(time.perf_counter() - start_time, 1)}
-    print(f"wrote {write_result('active_labelling', result)}")
+    print(f"wrote {write_result('active_labelling', result, RESULTS_DIR)}")
 
 
 if __name__ == "__main__":
