@@ -66,3 +66,16 @@ def sample_copy(sample_dir, tmp_path):
         return tmp_path / "data"
 
     return copy
+
+
+# Nothing a test session makes may stay in the system's temporary directory (<tmp>/geodemo, the scratch
+# root, goes at exit): a new geodemo-* folder there fails the session.
+_TMP = Path(_SCRATCH).parent.parent
+_BEFORE = {p.name for p in _TMP.glob("geodemo*")}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    left = sorted({p.name for p in _TMP.glob("geodemo*")} - _BEFORE - {"geodemo"})
+    if left:
+        print(f"\nerror: the test session left {left} in {_TMP}; clean up in the code that made them")
+        session.exitstatus = 1

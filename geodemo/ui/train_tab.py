@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -125,11 +126,14 @@ def jobs_frame(manager: JobManager, kind: str | None = None) -> pd.DataFrame:
 
 
 def _log_copy(manager: JobManager, job_id: str) -> str | None:
-    """A copy of the job's full log in the temp folder (what the download button serves), or None."""
+    """A copy of the job's full log in the app's upload folder (what the download button serves), or None.
+
+    That folder ($GRADIO_TEMP_DIR, <tmp>/geodemo/app-<pid> under `python app.py`) goes when the app stops."""
     source = manager.log_file(job_id)
     if not source.is_file():
         return None
-    target = Path(tempfile.gettempdir()) / "geodemo-logs" / f"{job_id}.log.txt"
+    folder = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "geodemo-logs"
+    target = folder / f"{job_id}.log.txt"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     return str(target)
