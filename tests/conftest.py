@@ -50,20 +50,24 @@ def prior_csv() -> Path:
     return PRIOR_CSV
 
 
+def copy_locations(src: Path, frame, dst: Path) -> Path:
+    """``dst``: the locations of ``frame`` (rows of ``src``'s data.csv) and their views, copied."""
+    import shutil
+
+    for uid in frame["uuid"]:
+        shutil.copytree(src / "images" / uid, dst / "images" / uid)
+    frame.to_csv(dst / "data.csv", index=False)
+    return dst
+
+
 @pytest.fixture()
 def sample_copy(sample_dir, tmp_path):
     """copy(n) -> ``tmp_path/data``: the sample's first n locations, copied (files get their own mtimes)."""
 
     def copy(n: int) -> Path:
-        import shutil
-
         from geodemo.data import read_locations
 
-        frame = read_locations(sample_dir).head(n)
-        for uid in frame["uuid"]:
-            shutil.copytree(sample_dir / "images" / uid, tmp_path / "data" / "images" / uid)
-        frame.to_csv(tmp_path / "data" / "data.csv", index=False)
-        return tmp_path / "data"
+        return copy_locations(sample_dir, read_locations(sample_dir).head(n), tmp_path / "data")
 
     return copy
 

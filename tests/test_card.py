@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import copy_locations
 
 from geodemo.checkpoint import DEFAULT_CHECKPOINT
 from training.card import CardError, add_evaluation, read_evaluations, write_card
@@ -107,11 +108,7 @@ def test_evaluate_update_card_appends_its_figures(ckpt, sample_dir, tmp_path):
 
 
 def test_train_writes_a_card_with_its_held_out_figures(sample_dir, tmp_path):
-    data = tmp_path / "data"
-    frame = pd.read_csv(sample_dir / "data.csv").head(8)
-    for uuid in frame["uuid"]:
-        shutil.copytree(sample_dir / "images" / uuid, data / "images" / uuid)
-    frame.to_csv(data / "data.csv", index=False)
+    data = copy_locations(sample_dir, pd.read_csv(sample_dir / "data.csv").head(8), tmp_path / "data")
     cfg = TrainConfig(tasks=["geocell"], val_fraction=0.5, select_best=False, num_workers=0, **TINY)
     out = train(data, tmp_path / "ckpt", cfg, enable_progress_bar=False)
     meta, body = front_matter(Path(out) / "README.md")

@@ -6,6 +6,7 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import copy_locations
 
 from training.__main__ import main
 from training.config import TrainConfig
@@ -18,12 +19,8 @@ TINY = ["--backbone", "test_efficientnet", "--pretrained", "none", "--image-size
 @pytest.fixture(scope="module")
 def tiny(sample_dir, tmp_path_factory):
     """The first 8 sample locations, copied."""
-    dst = tmp_path_factory.mktemp("tiny")
-    frame = pd.read_csv(sample_dir / "data.csv").head(8)
-    for uuid in frame["uuid"]:
-        shutil.copytree(sample_dir / "images" / uuid, dst / "images" / uuid)
-    frame.to_csv(dst / "data.csv", index=False)
-    return dst
+    return copy_locations(sample_dir, pd.read_csv(sample_dir / "data.csv").head(8),
+                          tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

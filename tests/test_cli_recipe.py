@@ -5,13 +5,13 @@ recipe (issue 21)", gives the figures."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_locations
 
 from geodemo import geo
 from geodemo.data import read_locations
@@ -54,10 +54,7 @@ def test_bare_train_beats_the_mean_coordinate_on_unseen_locations(sample_dir, tm
     frame = read_locations(sample_dir)
     order = np.random.default_rng(0).permutation(len(frame))
     held, seen = frame.iloc[order[:HELD_OUT]], frame.iloc[order[HELD_OUT:]]
-    data = tmp_path / "part"
-    for uuid in seen["uuid"]:
-        shutil.copytree(sample_dir / "images" / uuid, data / "images" / uuid)
-    seen.to_csv(data / "data.csv", index=False)
+    data = copy_locations(sample_dir, seen, tmp_path / "part")
     cache = Path.home() / ".cache" / "geodemo" / "embeddings"
     r = subprocess.run(
         [sys.executable, "-m", "training", "train", "--task", "multi", "--data", str(data), "--out",

@@ -4,12 +4,12 @@ in the full log."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from conftest import copy_locations
 
 from training.config import TrainConfig
 from training.report import COLLAPSED, warnings_for
@@ -19,12 +19,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def tiny(sample_dir, tmp_path_factory):
-    dst = tmp_path_factory.mktemp("tiny")
-    frame = pd.read_csv(sample_dir / "data.csv").head(12)
-    for uuid in frame["uuid"]:
-        shutil.copytree(sample_dir / "images" / uuid, dst / "images" / uuid)
-    frame.to_csv(dst / "data.csv", index=False)
-    return dst
+    return copy_locations(sample_dir, pd.read_csv(sample_dir / "data.csv").head(12),
+                          tmp_path_factory.mktemp("tiny"))
 
 
 def test_useless_model_is_warned_in_output_and_json(tiny, tmp_path):

@@ -44,11 +44,6 @@ def _select(data_dir, uuids=None, limit: int | None = None) -> pd.DataFrame:
     return (frame.head(limit) if limit else frame).reset_index(drop=True)
 
 
-def summarise_table(table: pd.DataFrame) -> dict:
-    """Per-location table (see ``evaluate``) -> its results (training.metrics.evaluation_results)."""
-    return metrics.evaluation_results(table)
-
-
 def _point_predictions(predictor: Predictor, data_dir, frame: pd.DataFrame, batch_size: int, progress,
                        point_mode: str | None) -> pd.DataFrame:
     """Predict every location of ``frame`` -> uuid, latitude, longitude, county, expected_error_km,
@@ -147,7 +142,7 @@ def evaluate(
     seen = train_overlap(config, lat, lon, frame["uuid"])
     if seen is not None:
         table["in_training"] = seen
-    return summarise_table(table), table
+    return metrics.evaluation_results(table), table
 
 
 def predict_locations(

@@ -413,7 +413,8 @@ def cross_validate(data_dir, out_root, cfg: TrainConfig, k: int = 5, prior_csv=N
     Returns:
         (metrics dict over all pooled locations, per-location DataFrame with a ``fold`` column).
     """
-    from training.evaluate import evaluate, summarise_table
+    from training.evaluate import evaluate
+    from training.metrics import evaluation_results
 
     frame = read_locations(data_dir)
     tables = []
@@ -430,4 +431,4 @@ def cross_validate(data_dir, out_root, cfg: TrainConfig, k: int = 5, prior_csv=N
         _, table = evaluate(ckpt, data_dir, uuids=val_ids)
         tables.append(table.assign(fold=i))
     table = pd.concat(tables, ignore_index=True)
-    return summarise_table(table), table
+    return evaluation_results(table), table

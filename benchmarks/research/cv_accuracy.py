@@ -47,8 +47,7 @@ from training import cache as emb  # noqa: E402
 from training import fill  # noqa: E402
 from training.config import MULTI_TASKS, TrainConfig  # noqa: E402
 from training.datamodule import GeoDataModule  # noqa: E402
-from training.evaluate import summarise_table  # noqa: E402
-from training.metrics import angular_error_deg  # noqa: E402
+from training.metrics import angular_error_deg, evaluation_results  # noqa: E402
 from training.tasks import GeoTask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -292,7 +291,7 @@ def score(frame: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
 
 def summarise(tables: list[pd.DataFrame]) -> dict:
     """Pooled metrics over every held-out location + per-fold mean km and its std across folds."""
-    pooled = summarise_table(pd.concat(tables, ignore_index=True))
+    pooled = evaluation_results(pd.concat(tables, ignore_index=True))
     per_fold = [float(t["error_km"].mean()) for t in tables]
     return {**pooled, "fold_mean_km": per_fold, "fold_std_km": float(np.std(per_fold, ddof=1))}
 
